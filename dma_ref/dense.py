@@ -1,0 +1,83 @@
+"""Dense softmax attention, written from the formula (no fused kernels).
+
+    logit_ij = scale * (q_i . k_j) + bias_ij        (kept pairs only)
+    p_ij     = softmax_j(logit_ij)
+    o_i      = sum_j p_ij v_j
+
+Query row ``i`` sits at absolute position ``p_i = K - Q + i`` (bottom-right alignment), so a
+causal row keeps the keys ``j <= p_i``. This is the yardstick every other implementation in
+the package is checked against.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .validate import check_qkv, default_scale
+
+
+def causal_mask(Q: int, K: int, device=None) -> torch.Tensor:
+    """bool ``[Q, K]``: ``True`` where key ``j <= p_i = K - Q + i`` (bottom-right aligned)."""
+    p = torch.arange(K - Q, K, device=device)[:, None]
+    j = torch.arange(K, device=device)[None, :]
+    return j <= p
+
+
+def expand_kv(x: torch.Tensor, Hq: int) -> torch.Tensor:
+    """``[B, Hkv, ...] -> [B, Hq, ...]``: query head ``h`` reads KV head ``h // G`` (GQA)."""
+    G = Hq // x.shape[1]
+    return x.repeat_interleave(G, dim=1)
+
+
+def masked_softmax_attention(logits: torch.Tensor, keep: torch.Tensor, v: torch.Tensor):
+    """Softmax over kept entries; rows with nothing kept give ``o = 0`` and ``lse = -inf``.
+
+    logits ``[B, H, Q, K]``, keep bool broadcastable to it, v ``[B, H, K, D]``.
+    Returns ``(o [B, H, Q, D], lse [B, H, Q])`` in the dtype of ``logits``.
+    """
+    logits = logits.masked_fill(~keep, float("-inf"))
+    lse = torch.logsumexp(logits, dim=-1)
+    # An empty row has lse = -inf and logits - lse = nan: zero it instead of propagating NaN.
+    finite = torch.isfinite(lse)
+    p = torch.exp(logits - torch.where(finite, lse, torch.zeros_like(lse))[..., None])
+    p = torch.where(keep & finite[..., None], p, torch.zeros_like(p))
+    return p @ v, lse
+
+
+def _check_pairwise(x, name: str, B: int, Hq: int, Q: int, K: int) -> None:
+    if not isinstance(x, torch.Tensor) or x.dim() != 4:
+        raise ValueError(f"{name} must be a 4-dim tensor of shape [B, Hq, Q, K] = {[B, Hq, Q, K]} "
+                         f"(size-1 dims broadcast); got {getattr(x, 'shape', type(x).__name__)}")
+    for got, want, sym in zip(x.shape, (B, Hq, Q, K), "BHQK"):
+        if got not in (1, want):
+            raise ValueError(f"{name} must have shape [B, Hq, Q, K] = {[B, Hq, Q, K]} (size-1 dims "
+                             f"broadcast); dim {sym} is {got}")
+
+
+def dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = False,
+                    scale: float | None = None, bias: torch.Tensor | None = None,
+                    mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Plain softmax attention with optional causal mask, additive bias and boolean mask.
+
+    q ``[B, Hq, Q, D]``, k and v ``[B, Hkv, K, D]`` with ``Hq = G * Hkv``; any float dtype.
+    bias: float ``[B, Hq, Q, K]`` added to the logits; mask: bool ``[B, Hq, Q, K]``, ``True`` =
+    keep. Size-1 dims of bias and mask broadcast (explicitly documented, PyTorch's rule).
+    Returns o ``[B, Hq, Q, D]`` in q's dtype; fully masked rows give 0.
+    """
+    B, Hq, Hkv, Q, K, D = check_qkv(q, k, v)
+    scale = default_scale(scale, D)
+    k, v = expand_kv(k, Hq), expand_kv(v, Hq)
+    logits = scale * (q @ k.transpose(-1, -2))
+    if bias is not None:
+        _check_pairwise(bias, "bias", B, Hq, Q, K)
+        logits = logits + bias.to(logits.dtype)
+    keep = torch.ones(Q, K, dtype=torch.bool, device=q.device)
+    if causal:
+        keep = causal_mask(Q, K, q.device)
+    if mask is not None:
+        _check_pairwise(mask, "mask", B, Hq, Q, K)
+        if mask.dtype != torch.bool:
+            raise TypeError(f"mask must be a bool tensor (True = keep), got {mask.dtype}")
+        keep = keep & mask
+    o, _ = masked_softmax_attention(logits, keep, v)
+    return o

@@ -1,0 +1,43 @@
+"""Naive DMA: masked attention plus the score bias, with the mask materialised (O(Q*K) memory).
+
+    keep_ij  = dma_mask(s, w)                 (a constant of the forward pass: top-k has no gradient)
+    logit_ij = scale * (q_i . k_j) + s_j      for kept j
+    o_i      = sum_j softmax_j(logit_ij) v_j
+
+Gradients reach q, k, v and s (through the bias); ``ds_j`` sums over every row and every query
+head of the group that kept j. A row with no kept key gives ``o_i = 0`` and ``lse_i = -inf``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .dense import expand_kv, masked_softmax_attention
+from .mask import dma_mask
+from .validate import check_mode, check_qkv, check_scores, check_window, default_scale
+
+
+def naive_dma_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Tensor,
+                        window: int, *, causal: bool = True, scale: float | None = None,
+                        mode: str = "row", return_lse: bool = False):
+    """DMA attention by materialising the mask.
+
+    q ``[B, Hq, Q, D]``; k, v ``[B, Hkv, K, D]``; s ``[B, Hkv, K]`` (the scores, added as a bias
+    in fp32 or higher); window = w. Query row i sits at position ``K - Q + i``.
+    Returns o ``[B, Hq, Q, D]`` in q's dtype, and with ``return_lse`` also the log-sum-exp of
+    the kept logits, ``lse [B, Hq, Q]`` float32 (float64 for float64 inputs).
+    """
+    B, Hq, Hkv, Q, K, D = check_qkv(q, k, v)
+    check_scores(s, B, Hkv, K, q.device)
+    w = check_window(window)
+    check_mode(mode)
+    scale = default_scale(scale, D)
+
+    with torch.no_grad():
+        keep = expand_kv(dma_mask(s, w, q_len=Q, causal=causal, mode=mode), Hq)   # [B, Hq, Q, K]
+    acc = torch.float64 if q.dtype == torch.float64 else torch.float32
+    logits = scale * (q.to(acc) @ expand_kv(k, Hq).to(acc).transpose(-1, -2))
+    logits = logits + expand_kv(s, Hq).to(acc)[:, :, None, :]
+    o, lse = masked_softmax_attention(logits, keep, expand_kv(v, Hq).to(acc))
+    o = o.to(q.dtype)
+    return (o, lse) if return_lse else o

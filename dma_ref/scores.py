@@ -1,0 +1,44 @@
+"""DMA scores from values (paper Eq. 3).
+
+    x[b, j, h] = sum over (h', d) of v[b, h', j, d] * Delta[h'*D + d, h]
+    s[b, h, j] = exp(A[h] * softplus(x[b, j, h]))      form="exp"  (the paper)
+    s[b, h, j] = A[h] * softplus(x[b, j, h])           form="log"  (official code since 2025-10)
+
+Both forms rank keys identically when A > 0 (exp is increasing); they differ in the additive
+bias that the score adds to the attention logits. One score per key and KV head, shared by the
+G query heads of the group.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .validate import check_tensor
+
+
+def dma_scores(v: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, *, form: str = "exp") -> torch.Tensor:
+    """Scores ``s [B, Hkv, K]`` from values ``v [B, Hkv, K, D]``.
+
+    delta ``[Hkv*D, Hkv]`` (the paper's Delta), A ``[Hkv]``; the result has v's dtype and is
+    differentiable in v, delta and A.
+    """
+    check_tensor(v, "v", 4, "[B, Hkv, K, D]")
+    B, Hkv, K, D = v.shape
+    check_tensor(delta, "delta", 2, f"[Hkv*D, Hkv] = [{Hkv * D}, {Hkv}]")
+    if tuple(delta.shape) != (Hkv * D, Hkv):
+        raise ValueError(f"delta must have shape [Hkv*D, Hkv] = [{Hkv * D}, {Hkv}]; got {tuple(delta.shape)}")
+    check_tensor(A, "A", 1, f"[Hkv] = [{Hkv}]")
+    if tuple(A.shape) != (Hkv,):
+        raise ValueError(f"A must have shape [Hkv] = [{Hkv}]; got {tuple(A.shape)}")
+    if form not in ("exp", "log"):
+        raise ValueError(f"form must be 'exp' or 'log', got {form!r}")
+    for name, t in (("delta", delta), ("A", A)):
+        if t.device != v.device:
+            raise ValueError(f"{name} is on {t.device} but v is on {v.device}")
+    # [B, Hkv, K, D] -> [B, K, Hkv*D]: token j's values of all KV heads, head-major.
+    v_tokens = v.permute(0, 2, 1, 3).reshape(B, K, Hkv * D)
+    x = v_tokens @ delta.to(v.dtype)                    # [B, K, Hkv]
+    a_softplus = A.to(v.dtype) * F.softplus(x)          # [B, K, Hkv], A broadcasts over heads
+    s = torch.exp(a_softplus) if form == "exp" else a_softplus
+    return s.transpose(1, 2).contiguous()               # [B, Hkv, K]
