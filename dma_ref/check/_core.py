@@ -1,0 +1,40 @@
+"""The machinery shared by the exercise checkers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+
+@dataclass
+class Result:
+    """Outcome of one exercise check; ``bool(result)`` is True when solved."""
+
+    name: str
+    passed: bool
+    message: str
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def __repr__(self) -> str:
+        return f"{self.name}: {'PASSED' if self.passed else 'NOT YET'} - {self.message}"
+
+
+def run_checks(name: str, trials: Callable[[], None], *, strict: bool = False, quiet: bool = False) -> Result:
+    """Run ``trials`` (which asserts); turn the outcome into a :class:`Result`.
+
+    ``strict=True`` re-raises the failure as ``AssertionError`` (for tests).
+    """
+    try:
+        trials()
+        result = Result(name, True, "all checks passed")
+    except NotImplementedError:
+        result = Result(name, False, "not attempted yet: replace the `raise NotImplementedError`")
+    except Exception as err:  # any wrong answer or crash of the learner's code is "not yet"
+        result = Result(name, False, f"{type(err).__name__}: {err}")
+    if not quiet:
+        print(repr(result))
+    if strict and not result.passed:
+        raise AssertionError(repr(result))
+    return result
