@@ -25,7 +25,8 @@ def naive_dma_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: to
     q ``[B, Hq, Q, D]``; k, v ``[B, Hkv, K, D]``; s ``[B, Hkv, K]`` (the scores, added as a bias
     in fp32 or higher); window = w. Query row i sits at position ``K - Q + i``.
     Returns o ``[B, Hq, Q, D]`` in q's dtype, and with ``return_lse`` also the log-sum-exp of
-    the kept logits, ``lse [B, Hq, Q]`` float32 (float64 for float64 inputs).
+    the kept logits, ``lse [B, Hq, Q]`` float32 (always float32, as the kernels return it;
+    computed in float64 for float64 inputs, then rounded).
     """
     B, Hq, Hkv, Q, K, D = check_qkv(q, k, v)
     check_scores(s, B, Hkv, K, q.device)
@@ -40,4 +41,4 @@ def naive_dma_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: to
     logits = logits + expand_kv(s, Hq).to(acc)[:, :, None, :]
     o, lse = masked_softmax_attention(logits, keep, expand_kv(v, Hq).to(acc))
     o = o.to(q.dtype)
-    return (o, lse) if return_lse else o
+    return (o, lse.to(torch.float32)) if return_lse else o
