@@ -1,0 +1,74 @@
+"""The repository layout of DESIGN.md section 1 and the notebook conventions of section 7."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK_NAME = re.compile(r"^(\d\d)_[a-z0-9]+(_[a-z0-9]+)*\.ipynb$")
+
+
+def notebooks() -> list[Path]:
+    return sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("folder", ["notebooks", "dma_ref", "kernels", "figures", "tests"])
+def test_top_level_folders_exist(folder):
+    assert (ROOT / folder).is_dir(), f"{folder}/ is missing (DESIGN.md section 1)"
+
+
+@pytest.mark.parametrize("name", ["environment.yml", "pyproject.toml", "README.md", ".ci/run",
+                                  "Makefile", "scripts/run_notebooks.py"])
+def test_top_level_files_exist(name):
+    assert (ROOT / name).is_file(), f"{name} is missing"
+
+
+def test_ci_script_is_executable_bash_that_runs_make_test():
+    run = ROOT / ".ci" / "run"
+    assert os.access(run, os.X_OK)
+    text = run.read_text()
+    assert text.startswith("#!/usr/bin/env bash") and "set -euo pipefail" in text
+    assert re.search(r"^make test\b", text, re.M)
+
+
+def test_kernels_folder_is_the_package_dma_ref_kernels():
+    mapping = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+    assert mapping["dma_ref.kernels"] == "kernels"
+    # find_spec imports dma_ref but does not execute kernels/__init__.py (no Triton kernels).
+    spec = importlib.util.find_spec("dma_ref.kernels")
+    assert spec is not None and Path(spec.origin).resolve() == (ROOT / "kernels" / "__init__.py").resolve()
+
+
+def test_executed_notebooks_are_git_ignored():
+    ignored = (ROOT / ".gitignore").read_text().split()
+    assert "/executed/" in ignored or "executed/" in ignored
+
+
+def test_notebooks_are_numbered_in_sequence():
+    paths = notebooks()
+    assert paths, "notebooks/ holds no notebook"
+    for p in paths:
+        assert NOTEBOOK_NAME.match(p.name), f"{p.name} is not named NN_lower_case_name.ipynb"
+    numbers = [int(NOTEBOOK_NAME.match(p.name).group(1)) for p in paths]
+    assert numbers == list(range(len(numbers))), f"numbers must run 00, 01, ... without gaps: {numbers}"
+
+
+@pytest.mark.parametrize("path", notebooks(), ids=lambda p: p.name)
+def test_notebook_is_committed_clean(path):
+    nb = json.loads(path.read_text())
+    for index, cell in enumerate(nb["cells"]):
+        where = f"{path.name} cell {index}"
+        if cell["cell_type"] == "code":
+            assert cell.get("outputs") == [], f"{where} has stored outputs: strip them"
+            assert cell.get("execution_count") is None, f"{where} has an execution count"
+        else:
+            # Figures come from package code into figures/, never base64 inside markdown.
+            assert "attachments" not in cell or not cell["attachments"], f"{where} has attachments"
+            assert "data:image" not in "".join(cell["source"]), f"{where} embeds a base64 image"
