@@ -56,7 +56,7 @@ def run_one(path: Path, timeout: int) -> tuple[bool, int, str]:
         client.execute()
     except CellExecutionError as err:
         ok, error = False, str(err)
-    except Exception as err:  # a dead kernel or a timeout: still report, still write the copy
+    except Exception as err:  # noqa: BLE001 - a dead kernel or a timeout: report it, write the copy
         ok, error = False, f"{type(err).__name__}: {err}"
     EXECUTED.mkdir(exist_ok=True)
     nbformat.write(nb, EXECUTED / path.name)

@@ -8,8 +8,14 @@ import re
 import pytest
 import torch
 
-from dma_ref import (DMAAttention, dense_attention, dma_mask, dma_scores, key_lifetimes,
-                     naive_dma_attention)
+from dma_ref import (
+    DMAAttention,
+    dense_attention,
+    dma_mask,
+    dma_scores,
+    key_lifetimes,
+    naive_dma_attention,
+)
 
 B, Hq, Hkv, Q, K, D = 2, 4, 2, 5, 7, 8
 

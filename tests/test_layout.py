@@ -6,10 +6,10 @@ import importlib.util
 import json
 import os
 import re
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_NAME = re.compile(r"^(\d\d)_[a-z0-9]+(_[a-z0-9]+)*\.ipynb$")
@@ -35,7 +35,7 @@ def test_ci_script_is_executable_bash_that_runs_make_test():
     assert os.access(run, os.X_OK)
     text = run.read_text()
     assert text.startswith("#!/usr/bin/env bash") and "set -euo pipefail" in text
-    assert re.search(r"^make test\b", text, re.M)
+    assert re.search(r"^make test\b", text, re.MULTILINE)
 
 
 def test_kernels_folder_is_the_package_dma_ref_kernels():

@@ -24,7 +24,7 @@ def test_shapes():
 
 def test_explicit_head_dim():
     m = DMAAttention(24, num_heads=2, num_kv_heads=1, head_dim=6, window=3)
-    q, k, v, s = m.project(torch.randn(1, 5, 24))
+    q, k, _, _ = m.project(torch.randn(1, 5, 24))
     assert q.shape == (1, 2, 5, 6) and k.shape == (1, 1, 5, 6)
     assert m(torch.randn(1, 5, 24)).shape == (1, 5, 24)
 

@@ -72,7 +72,7 @@ def test_gradients_reach_v_delta_and_A():
     delta = torch.randn(6, 2, dtype=torch.float64, requires_grad=True)
     A = torch.randn(2, dtype=torch.float64, requires_grad=True)
     for form in ("exp", "log"):
-        assert torch.autograd.gradcheck(lambda v, d, a: dma_scores(v, d, a, form=form), (v, delta, A))
+        assert torch.autograd.gradcheck(lambda v, d, a, form=form: dma_scores(v, d, a, form=form), (v, delta, A))
 
 
 def test_exp_and_log_forms_rank_keys_identically_for_positive_A():
