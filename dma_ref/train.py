@@ -1,0 +1,220 @@
+"""Train tiny MHA / sliding-window / DMA language models on MQAR, and compare them.
+
+    python -m dma_ref.train --task mqar --attn dma --seq-len 96 --pairs 8 --window 16 \
+        --steps 600 --seed 0 --out figures/mqar/dma
+    python -m dma_ref.train --compare --out figures/mqar      # mha, swa and dma, same config
+
+Training data is drawn fresh at every step from a generator seeded with ``seed``; the held-out
+set comes from ``seed + 10_000`` (another stream, never trained on). Accuracy is the fraction
+of query positions (targets != -100) whose argmax prediction is the right value.
+
+Outputs of one run (``--out DIR``): ``DIR/result.json`` (config, accuracy curve, final
+accuracy, wall time) and ``DIR/model.pt`` (state dict + config). ``--compare`` writes
+``DIR/results.json`` as ``{"config": {...}, "accuracy": {"mha": a, "swa": b, "dma": c}}``,
+``DIR/curves.json`` (the three curves) and the figure ``DIR/comparison.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .model import ModelConfig, TinyLM, save_checkpoint
+from .tasks import IGNORE, TaskBatch, make_batch
+
+
+@dataclass
+class TrainConfig:
+    """One training run. Defaults: the CPU experiment recorded in figures/mqar/results.json."""
+
+    task: str = "mqar"
+    attn: str = "dma"
+    seq_len: int = 96
+    pairs: int = 8
+    query_start: int | None = 48         # queries only at positions >= this (None: right after the pairs)
+    vocab_size: int = 64
+    d_model: int = 64
+    n_layers: int = 2
+    n_heads: int = 4
+    window: int = 16
+    form: str = "exp"
+    steps: int = 600
+    batch_size: int = 64
+    lr: float = 3e-3
+    warmup: int = 50
+    weight_decay: float = 0.1
+    eval_every: int = 50
+    eval_size: int = 512
+    seed: int = 0
+
+    def model_config(self) -> ModelConfig:
+        return ModelConfig(vocab_size=self.vocab_size, d_model=self.d_model, n_layers=self.n_layers,
+                           n_heads=self.n_heads, attn=self.attn, window=self.window, form=self.form)
+
+    def batch(self, n: int, generator: torch.Generator) -> TaskBatch:
+        return make_batch(self.task, n, seq_len=self.seq_len, vocab_size=self.vocab_size,
+                          generator=generator, num_pairs=self.pairs, query_start=self.query_start)
+
+
+def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over positions whose target is not ``IGNORE``: logits ``[B, N, V]``, targets ``[B, N]``."""
+    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE)
+
+
+@torch.no_grad()
+def accuracy(model: TinyLM, batch: TaskBatch, chunk: int = 128) -> float:
+    """Fraction of query positions (targets != IGNORE) predicted right by argmax."""
+    was_training = model.training
+    model.eval()
+    right = total = 0
+    for i in range(0, batch.inputs.shape[0], chunk):
+        x, y = batch.inputs[i:i + chunk], batch.targets[i:i + chunk]
+        pred = model(x).argmax(-1)
+        scored = y != IGNORE
+        right += int((pred[scored] == y[scored]).sum())
+        total += int(scored.sum())
+    model.train(was_training)
+    return right / max(total, 1)
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup, then cosine decay to 10% of ``lr``."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def train(cfg: TrainConfig, device: torch.device | str = "cpu", *, progress: bool = True,
+          max_seconds: float | None = None) -> dict:
+    """Train one model. Returns ``{"config", "curve": [[step, acc], ...], "accuracy", "loss",
+    "seconds", "model"}`` (``model`` is the trained ``TinyLM``).
+
+    ``max_seconds`` stops early (the notebooks' "a few seconds of live training").
+    """
+    from tqdm.auto import tqdm
+
+    device = torch.device(device)
+    torch.manual_seed(cfg.seed)                              # model init
+    model = TinyLM(cfg.model_config(), device=device)
+    decay = [p for n, p in model.named_parameters() if p.dim() == 2 and not n.endswith("delta")]
+    other = [p for n, p in model.named_parameters() if not (p.dim() == 2 and not n.endswith("delta"))]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": other, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
+    g_train = torch.Generator().manual_seed(cfg.seed)
+    held_out = cfg.batch(cfg.eval_size, torch.Generator().manual_seed(cfg.seed + 10_000)).to(device)
+    curve: list[list[float]] = []
+    t0 = time.perf_counter()
+    bar = tqdm(range(cfg.steps), desc=f"{cfg.attn}", disable=not progress, mininterval=1.0)
+    loss = float("nan")
+    for step in bar:
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        batch = cfg.batch(cfg.batch_size, g_train).to(device)
+        loss_t = lm_loss(model(batch.inputs), batch.targets)
+        opt.zero_grad(set_to_none=True)
+        loss_t.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        loss = loss_t.item()
+        last = step == cfg.steps - 1 or (max_seconds is not None and time.perf_counter() - t0 > max_seconds)
+        if (step + 1) % cfg.eval_every == 0 or last:
+            acc = accuracy(model, held_out)
+            curve.append([step + 1, acc])
+            bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.3f}")
+        if last:
+            break
+    seconds = time.perf_counter() - t0
+    return {"config": asdict(cfg), "curve": curve, "accuracy": curve[-1][1], "loss": loss,
+            "seconds": seconds, "params": model.num_params(), "model": model}
+
+
+def save_run(result: dict, out: Path) -> None:
+    """``out/result.json`` (everything but the model) and ``out/model.pt``."""
+    out.mkdir(parents=True, exist_ok=True)
+    record = {k: v for k, v in result.items() if k != "model"}
+    (out / "result.json").write_text(json.dumps(record, indent=1) + "\n")
+    save_checkpoint(result["model"], out / "model.pt", extra={"train_config": result["config"]})
+
+
+def run_comparison(cfg: TrainConfig, out: Path | str | None = None, device: torch.device | str = "cpu",
+                   *, progress: bool = True, attns=("mha", "swa", "dma")) -> dict:
+    """Train ``attns`` with the same config (only ``attn`` differs); returns
+    ``{"config", "accuracy": {attn: acc}, "curves": {attn: [[step, acc], ...]}, "seconds",
+    "models"}``. With ``out``: writes ``results.json`` (config + accuracy, exactly),
+    ``curves.json`` and ``comparison.png`` there, and the DMA checkpoint as ``dma_model.pt``.
+    """
+    runs = {a: train(TrainConfig(**{**asdict(cfg), "attn": a}), device, progress=progress) for a in attns}
+    config = {k: v for k, v in asdict(cfg).items() if k != "attn"}
+    res = {"config": config, "accuracy": {a: r["accuracy"] for a, r in runs.items()},
+           "curves": {a: r["curve"] for a, r in runs.items()},
+           "seconds": {a: r["seconds"] for a, r in runs.items()},
+           "models": {a: r["model"] for a, r in runs.items()}}
+    if out is not None:
+        from .viz.learned import plot_comparison
+        import matplotlib.pyplot as plt
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(json.dumps(
+            {"config": config, "accuracy": res["accuracy"]}, indent=1) + "\n")
+        (out / "curves.json").write_text(json.dumps(
+            {"curves": res["curves"], "seconds": res["seconds"], "device": str(device),
+             "threads": torch.get_num_threads(), "torch": torch.__version__}, indent=1) + "\n")
+        fig = plot_comparison(res["accuracy"], res["curves"], config)
+        fig.savefig(out / "comparison.png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        if "dma" in runs:
+            save_checkpoint(runs["dma"]["model"], out / "dma_model.pt",
+                            extra={"train_config": runs["dma"]["config"], "accuracy": res["accuracy"]["dma"]})
+    return res
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    defaults = TrainConfig()
+    for f in fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        value = getattr(defaults, f.name)
+        if f.name == "query_start":
+            p.add_argument(flag, type=int, default=value, help="first query position (-1: right after the pairs)")
+        else:
+            p.add_argument(flag, type=type(value), default=value)
+    p.add_argument("--compare", action="store_true", help="train mha, swa and dma with this config")
+    p.add_argument("--out", type=Path, default=None, help="output folder (e.g. figures/mqar)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    kwargs = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}
+    if kwargs["query_start"] is not None and kwargs["query_start"] < 0:
+        kwargs["query_start"] = None
+    cfg = TrainConfig(**kwargs)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cpu":
+        import os
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+    t0 = time.perf_counter()
+    if args.compare:
+        res = run_comparison(cfg, args.out, device)
+        summary = {"accuracy": res["accuracy"], "seconds": res["seconds"]}
+    else:
+        res = train(cfg, device)
+        if args.out is not None:
+            save_run(res, args.out)
+        summary = {"attn": cfg.attn, "accuracy": res["accuracy"], "seconds": res["seconds"]}
+    summary["total_seconds"] = time.perf_counter() - t0
+    summary["threads"] = torch.get_num_threads()
+    print(json.dumps(summary))
+    return res
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""The tiny LM: the three attentions differ only in attention, causality, internals, checkpoints."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dma_ref import dense_attention, dma_mask
+from dma_ref.model import ModelConfig, TinyLM, band_mask, load_checkpoint, save_checkpoint
+from dma_ref.paths import REPO_ROOT
+from dma_ref.tasks import mqar
+
+CHECKPOINT = REPO_ROOT / "dma_ref" / "data" / "mqar_dma.pt"
+
+
+def tiny(attn: str, **kw) -> TinyLM:
+    return TinyLM(ModelConfig(vocab_size=32, d_model=32, n_layers=2, n_heads=4, attn=attn, window=4, **kw))
+
+
+def test_same_parameters_apart_from_delta_and_A():
+    models = {a: tiny(a) for a in ("mha", "swa", "dma")}
+    names = {a: {n for n, _ in m.named_parameters()} for a, m in models.items()}
+    assert names["mha"] == names["swa"]
+    extra = names["dma"] - names["mha"]
+    assert extra and all(n.endswith(".delta") or n.endswith(".A") for n in extra)
+    assert names["mha"] <= names["dma"]
+    counts = {a: m.num_params(exclude_dma=True) for a, m in models.items()}
+    assert counts["mha"] == counts["swa"] == counts["dma"]
+    assert models["dma"].num_params() > counts["dma"]
+
+
+@pytest.mark.parametrize("attn", ["mha", "swa", "dma"])
+def test_causal_shapes_and_dtype(attn):
+    model = tiny(attn).eval()
+    x = torch.randint(0, 32, (2, 20))
+    logits = model(x)
+    assert logits.shape == (2, 20, 32) and logits.dtype == torch.float32
+    t = 11
+    y = x.clone()
+    y[:, t:] = torch.randint(0, 32, (2, 20 - t))
+    with torch.no_grad():
+        torch.testing.assert_close(model(y)[:, :t], logits[:, :t].detach())
+        assert not torch.allclose(model(y)[:, t:], logits[:, t:].detach())
+
+
+def test_dma_with_wide_window_and_zero_bias_is_mha():
+    """With w >= N every past key is kept; form="log" with A = 0 makes s = 0: DMA becomes MHA."""
+    dma = TinyLM(ModelConfig(vocab_size=32, d_model=32, n_heads=4, attn="dma", window=64, form="log"))
+    for block in dma.blocks:
+        block.attn.A.data.zero_()
+    mha = TinyLM(ModelConfig(vocab_size=32, d_model=32, n_heads=4, attn="mha"))
+    mha.load_state_dict({k: v for k, v in dma.state_dict().items() if not k.endswith((".delta", ".A"))})
+    x = torch.randint(0, 32, (3, 24))
+    with torch.no_grad():
+        torch.testing.assert_close(dma(x), mha(x), atol=2e-5, rtol=1e-4)
+        dma.blocks[0].attn.window = 5                        # now the selection matters
+        assert not torch.allclose(dma(x), mha(x), atol=1e-3)
+
+
+def test_swa_attention_is_the_band():
+    model = tiny("swa")
+    attn = model.blocks[0].attn
+    x = torch.randn(2, 12, 32)
+    q, k, v, _ = attn.project(x)
+    want = dense_attention(q, k, v, mask=band_mask(12, 4)[None, None])
+    torch.testing.assert_close(attn.attend(q, k, v), want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("attn", ["mha", "swa", "dma"])
+def test_attention_maps(attn):
+    model = tiny(attn)
+    x = torch.randint(0, 32, (2, 16))
+    maps = model.attention_maps(x)
+    torch.testing.assert_close(maps["logits"], model(x).detach())
+    assert len(maps["layers"]) == 2
+    for layer in maps["layers"]:
+        mask, probs, s, e = layer["mask"], layer["probs"], layer["s"], layer["lifetimes"]
+        assert mask.shape == (2, 4, 16, 16) and probs.shape == (2, 4, 16, 16) and e.shape == (2, 4, 16)
+        torch.testing.assert_close(probs.sum(-1), torch.ones(2, 4, 16))
+        assert (probs[~mask] == 0).all()
+        p = torch.arange(16)[:, None]
+        j = torch.arange(16)[None, :]
+        keep_from_e = (j <= p) & (p < e[..., None, :])
+        assert torch.equal(keep_from_e, mask)
+        if attn == "dma":
+            assert torch.equal(mask, dma_mask(s, 4))
+            assert (mask.sum(-1) == torch.arange(16).clamp(max=3) + 1).all()
+        elif attn == "swa":
+            assert torch.equal(mask, band_mask(16, 4).expand_as(mask))
+
+
+def test_checkpoint_roundtrip(tmp_path):
+    model = tiny("dma", tie_embeddings=False)
+    save_checkpoint(model, tmp_path / "m.pt", extra={"note": "x"})
+    loaded, ckpt = load_checkpoint(tmp_path / "m.pt")
+    assert ckpt["note"] == "x" and loaded.cfg.tie_embeddings is False
+    x = torch.randint(0, 32, (2, 10))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))
+
+
+def test_shipped_checkpoint_solves_mqar():
+    assert CHECKPOINT.exists(), "dma_ref/data/mqar_dma.pt is missing"
+    assert CHECKPOINT.stat().st_size <= 5 * 2**20
+    model, ckpt = load_checkpoint(CHECKPOINT)
+    tc = ckpt["train_config"]
+    assert model.cfg.attn == "dma"
+    seed = int(torch.randint(0, 2**30, ()))
+    b = mqar(128, tc["seq_len"], tc["pairs"], tc["vocab_size"], generator=torch.Generator().manual_seed(seed),
+             query_start=tc["query_start"])
+    with torch.no_grad():
+        pred = model(b.inputs).argmax(-1)
+    scored = b.targets >= 0
+    acc = (pred[scored] == b.targets[scored]).float().mean().item()
+    assert acc >= 0.85, f"checkpoint accuracy {acc:.3f} on fresh MQAR (seed {seed})"
