@@ -15,7 +15,7 @@ reports it too.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -80,7 +80,7 @@ def naive_dma_memory(N: int, *, B: int = 1, Hq: int = 2, Hkv: int = 1, D: int = 
     k = torch.randn(B, Hkv, N, D, generator=g, dtype=dtype).to(device).requires_grad_()
     v = torch.randn(B, Hkv, N, D, generator=g, dtype=dtype).to(device).requires_grad_()
     s = torch.randn(B, Hkv, N, generator=g, dtype=dtype).to(device).requires_grad_()
-    run = lambda: naive_dma_attention(q, k, v, s, window, mode=mode)   # noqa: E731
+    run = lambda: naive_dma_attention(q, k, v, s, window, mode=mode)
     _, saved = saved_tensor_bytes(run)
     with torch.no_grad():
         _, largest, total = largest_intermediate_bytes(run)

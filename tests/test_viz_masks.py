@@ -116,7 +116,7 @@ def explorer():
 
 
 def test_widget_initial_state(explorer):
-    widget, state = explorer
+    _widget, state = explorer
     assert set(state["controls"]) == {"seed", "N", "window", "A_scale", "head", "mode", "causal"}
     assert state["updates"] == 1
     ref = M.explorer_data(seed=0, N=32, window=6, A_scale=1.0)

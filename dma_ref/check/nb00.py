@@ -7,7 +7,7 @@ package's reference and returns a ``Result`` (truthy when solved); ``strict=True
 from __future__ import annotations
 
 import secrets
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

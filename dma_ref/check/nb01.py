@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
 from ..dense import causal_mask, dense_attention
 from ._core import Result, run_checks
+
+
+def _context(where: str) -> Callable[[str], str]:
+    """``assert_close`` message hook: prefix its report with the failing case."""
+    return lambda report: f"{where}: {report}"
 
 
 def _generator() -> tuple[torch.Generator, int]:
@@ -61,14 +66,15 @@ def check_stable_softmax(fn: Callable[[torch.Tensor], torch.Tensor], strict: boo
             assert torch.isfinite(got).all(), (f"non-finite output for inputs of magnitude "
                                                f"{x[torch.isfinite(x)].abs().max().item():.3g} (seed {seed}): "
                                                "subtract the row max before exp")
-            torch.testing.assert_close(got, want, msg=lambda m: f"softmax of shape {tuple(x.shape)} (seed {seed}): {m}")
+            where = f"softmax of shape {tuple(x.shape)} (seed {seed})"
+            torch.testing.assert_close(got, want, msg=_context(where))
     return run_checks("stable softmax", trials, strict=strict)
 
 
 def check_causal_mask(fn: Callable[[int, int], torch.Tensor], strict: bool = False) -> Result:
     """``fn(Q, K) -> bool [Q, K]``, True where query row i (position ``K - Q + i``) may see key j."""
     def trials() -> None:
-        g, seed = _generator()
+        g, _seed = _generator()
         cases = [(4, 4), (1, 6), (3, 8), (1, 1)]
         for _ in range(4):
             K = int(torch.randint(1, 30, (), generator=g))
@@ -101,6 +107,6 @@ def check_gqa_attention(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor],
             v = torch.randn(B, Hkv, K, D, generator=g, dtype=torch.float64)
             got = fn(q.clone(), k.clone(), v.clone())
             want = dense_attention(q, k, v)
-            torch.testing.assert_close(got, want, msg=lambda m: (
-                f"B={B}, Hq={Hq}, Hkv={Hkv}, Q={Q}, K={K}, D={D} (seed {seed}): {m}"))
+            where = f"B={B}, Hq={Hq}, Hkv={Hkv}, Q={Q}, K={K}, D={D} (seed {seed})"
+            torch.testing.assert_close(got, want, msg=_context(where))
     return run_checks("GQA attention", trials, strict=strict)

@@ -4,7 +4,7 @@ tie rule, and key lifetimes."""
 from __future__ import annotations
 
 import secrets
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -12,6 +12,11 @@ from ..lifetimes import key_lifetimes
 from ..mask import dma_mask
 from ..scores import dma_scores
 from ._core import Result, run_checks
+
+
+def _context(where: str) -> Callable[[str], str]:
+    """``assert_close`` message hook: prefix its report with the failing case."""
+    return lambda report: f"{where}: {report}"
 
 
 def _generator() -> tuple[torch.Generator, int]:
@@ -48,8 +53,8 @@ def check_scores(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.
             want = dma_scores(v, delta, A)
             assert isinstance(got, torch.Tensor), f"return a torch.Tensor, got {type(got).__name__}"
             assert tuple(got.shape) == (B, Hkv, K), f"expected s of shape {(B, Hkv, K)}, got {tuple(got.shape)}"
-            torch.testing.assert_close(got, want, msg=lambda m: (
-                f"B={B}, Hkv={Hkv}, K={K}, D={D} (seed {seed}): {m}"))
+            where = f"B={B}, Hkv={Hkv}, K={K}, D={D} (seed {seed})"
+            torch.testing.assert_close(got, want, msg=_context(where))
     return run_checks("scores from values", trials, strict=strict)
 
 

@@ -4,13 +4,18 @@ the score gradient summed over a query-head group."""
 from __future__ import annotations
 
 import secrets
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
 from ..mask import dma_mask
 from ..naive import naive_dma_attention
 from ._core import Result, run_checks
+
+
+def _context(where: str) -> Callable[[str], str]:
+    """``assert_close`` message hook: prefix its report with the failing case."""
+    return lambda report: f"{where}: {report}"
 
 
 def _generator() -> tuple[torch.Generator, int]:
@@ -42,8 +47,9 @@ def check_naive_dma(fn: Callable[..., torch.Tensor], strict: bool = False) -> Re
             want = naive_dma_attention(q, k, v, s, w, mode=mode)
             assert isinstance(got, torch.Tensor), f"return a torch.Tensor, got {type(got).__name__}"
             assert not torch.isnan(got).any(), f"NaN in the output ({mode} mode, w={w}): an empty row must give 0"
-            torch.testing.assert_close(got, want, msg=lambda m: (
-                f"B={B}, Hq={Hq}, Hkv={Hkv}, Q={Q}, K={K}, D={D}, window={w}, mode={mode} (seed {seed}): {m}"))
+            where = (f"B={B}, Hq={Hq}, Hkv={Hkv}, Q={Q}, K={K}, D={D}, window={w}, mode={mode} "
+                     f"(seed {seed})")
+            torch.testing.assert_close(got, want, msg=_context(where))
     return run_checks("naive DMA from dense pieces", trials, strict=strict)
 
 
@@ -86,6 +92,6 @@ def check_score_grad(fn: Callable[[torch.Tensor, int], torch.Tensor], strict: bo
             logits = s.repeat_interleave(Hq // Hkv, dim=1)[:, :, None, :].expand(B, Hq, Q, K)
             (want,) = torch.autograd.grad(logits, s, dlogits)
             assert isinstance(got, torch.Tensor), f"return a torch.Tensor, got {type(got).__name__}"
-            torch.testing.assert_close(got, want, msg=lambda m: (
-                f"B={B}, Hq={Hq}, Hkv={Hkv}, Q={Q}, K={K} (seed {seed}): {m}"))
+            where = f"B={B}, Hq={Hq}, Hkv={Hkv}, Q={Q}, K={K} (seed {seed})"
+            torch.testing.assert_close(got, want, msg=_context(where))
     return run_checks("score gradient over a GQA group", trials, strict=strict)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -27,7 +27,7 @@ def plot_causal_alignment(Q: int, K: int):
     _draw_mask(axes[0], top_left_causal_mask(Q, K),
                f"top-left: row i keeps j <= i  (wrong for Q={Q} < K={K})")
     _draw_mask(axes[1], causal_mask(Q, K),
-               f"bottom-right: row i keeps j <= K - Q + i  (right)")
+               "bottom-right: row i keeps j <= K - Q + i  (right)")
     for ax in axes:
         ax.set_ylabel("query position p_i = K - Q + i")
     return fig

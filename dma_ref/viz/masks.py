@@ -13,9 +13,9 @@ from __future__ import annotations
 from typing import Any
 
 import matplotlib.pyplot as plt
-from matplotlib.ticker import MaxNLocator
 import numpy as np
 import torch
+from matplotlib.ticker import MaxNLocator
 
 from ..dense import causal_mask
 from ..lifetimes import key_lifetimes
@@ -208,7 +208,7 @@ def plot_explorer(data: dict[str, Any]):
     mode = f"{data['mode']} mode, {'causal' if data['causal'] else 'non-causal'}"
     ax_s.set_title(f"head {data['head']}, w = {w}, A = {data['A_scale']:g}, {mode}; "
                    f"{data['n_distinct_scores']} distinct scores"
-                   + (f"; red rows differ from row mode" if diff.any() else ""), fontsize=9)
+                   + ("; red rows differ from row mode" if diff.any() else ""), fontsize=9)
     return fig
 
 
