@@ -204,6 +204,7 @@ def plot_explorer(data: dict[str, Any]):
     ax_k.axvline(w, color="black", linestyle="--", linewidth=1)
     ax_k.set_xlabel("kept keys")
     ax_k.set_xlim(0, max(w, int(kept.max())) + 1)
+    ax_k.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_k.tick_params(labelleft=False)
     mode = f"{data['mode']} mode, {'causal' if data['causal'] else 'non-causal'}"
     ax_s.set_title(f"head {data['head']}, w = {w}, A = {data['A_scale']:g}, {mode}; "
