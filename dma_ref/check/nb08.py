@@ -1,0 +1,69 @@
+"""Checkers for notebook 08 (training on MQAR): the accuracy at query positions, and how far
+back a sliding-window model can see."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+
+import torch
+
+from ..model import band_mask
+from ..tasks import IGNORE
+from ._core import Result, run_checks
+
+
+def _generator() -> tuple[torch.Generator, int]:
+    seed = secrets.randbits(31)
+    return torch.Generator().manual_seed(seed), seed
+
+
+def check_query_accuracy(fn: Callable[[torch.Tensor, torch.Tensor], float], strict: bool = False) -> Result:
+    """``fn(logits [B, N, V], targets int64 [B, N]) -> float``: the fraction of positions with
+    ``targets != -100`` whose argmax prediction equals the target (other positions ignored)."""
+    def trials() -> None:
+        g, seed = _generator()
+        for B, N, V, p_query in [(2, 10, 7, 0.3), (4, 33, 16, 0.1), (1, 5, 3, 1.0), (3, 20, 50, 0.5)]:
+            logits = torch.randn(B, N, V, generator=g)
+            targets = torch.randint(0, V, (B, N), generator=g)
+            # Make about half of the scored positions right, so that a wrong answer shows.
+            right = torch.rand(B, N, generator=g) < 0.5
+            targets = torch.where(right, logits.argmax(-1), targets)
+            scored = torch.rand(B, N, generator=g) < p_query
+            scored[0, 0] = True
+            targets = torch.where(scored, targets, torch.full_like(targets, IGNORE))
+            want = (logits.argmax(-1)[scored] == targets[scored]).float().mean().item()
+            got = fn(logits.clone(), targets.clone())
+            got = float(got.item() if isinstance(got, torch.Tensor) else got)
+            assert abs(got - want) < 1e-6, (f"B={B}, N={N}, V={V}, {int(scored.sum())} scored positions "
+                                            f"(seed {seed}): expected {want:.4f}, got {got:.4f}")
+    return run_checks("accuracy at query positions", trials, strict=strict)
+
+
+def reachable_from(N: int, window: int, n_layers: int, p: int) -> torch.Tensor:
+    """bool ``[N]``: the tokens whose information can reach position p after ``n_layers``
+    sliding-window attention layers (a walk through the band mask, computed, not by formula)."""
+    keep = band_mask(N, window)
+    reach = torch.zeros(N, dtype=torch.bool)
+    reach[p] = True
+    for _ in range(n_layers):
+        reach = reach | keep[reach].any(0)
+    return reach
+
+
+def check_first_blind_query(fn: Callable[[int, int, int], int], strict: bool = False) -> Result:
+    """``fn(num_pairs, window, n_layers) -> int``: the smallest position p such that a model of
+    ``n_layers`` sliding-window layers (window w, query p keeps keys ``p - w < j <= p``) cannot
+    move any information from the pairs (positions ``0 .. 2P - 1``) to position p."""
+    def trials() -> None:
+        g, seed = _generator()
+        cases = [(4, 8, 2), (1, 1, 3), (8, 16, 2), (3, 5, 1)]
+        cases += [tuple(int(x) for x in (torch.randint(1, 9, (1,), generator=g), torch.randint(1, 12, (1,), generator=g),
+                                         torch.randint(1, 5, (1,), generator=g))) for _ in range(4)]
+        for P, w, L in cases:
+            N = 2 * P + L * w + 4
+            blind = [p for p in range(N) if not reachable_from(N, w, L, p)[:2 * P].any()]
+            want = blind[0]
+            got = fn(P, w, L)
+            assert int(got) == want, f"num_pairs={P}, window={w}, n_layers={L} (seed {seed}): expected {want}, got {got}"
+    return run_checks("first query a sliding window cannot answer", trials, strict=strict)

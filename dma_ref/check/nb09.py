@@ -1,0 +1,55 @@
+"""Checkers for notebook 09 (learned-mask explorer): attention on the pair tokens, and which
+keys survive to the end of the sequence."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+
+import torch
+
+from ..lifetimes import key_lifetimes
+from ..tasks import ROLE_QUERY, ROLE_VALUE
+from ._core import Result, run_checks
+
+
+def _generator() -> tuple[torch.Generator, int]:
+    seed = secrets.randbits(31)
+    return torch.Generator().manual_seed(seed), seed
+
+
+def check_pair_attention(fn: Callable[[torch.Tensor, torch.Tensor], float], strict: bool = False) -> Result:
+    """``fn(probs [N, N], roles int8 [N]) -> float``: the attention mass that query rows put on
+    pair tokens (roles key or value, i.e. ``roles <= ROLE_VALUE``), averaged over the query rows
+    (``roles == ROLE_QUERY``)."""
+    def trials() -> None:
+        g, seed = _generator()
+        for N in (6, 17, 40):
+            probs = torch.softmax(torch.randn(N, N, generator=g) * 2, dim=-1)
+            roles = torch.randint(0, 4, (N,), generator=g).to(torch.int8)
+            roles[-1] = ROLE_QUERY
+            rows = roles == ROLE_QUERY
+            want = probs[rows][:, roles <= ROLE_VALUE].sum(-1).mean().item()
+            got = fn(probs.clone(), roles.clone())
+            got = float(got.item() if isinstance(got, torch.Tensor) else got)
+            assert abs(got - want) < 1e-5, f"N={N} (seed {seed}): expected {want:.4f}, got {got:.4f}"
+    return run_checks("attention on pair tokens at the queries", trials, strict=strict)
+
+
+def check_survivors(fn: Callable[[torch.Tensor, int], torch.Tensor], strict: bool = False) -> Result:
+    """``fn(s [K], window) -> bool [K]``: True for the keys kept by the last query (row mode,
+    causal), i.e. the keys never evicted (``e_j = K``). Ties: the later key wins."""
+    def trials() -> None:
+        g, seed = _generator()
+        for K, w, tie in [(8, 3, False), (20, 5, True), (12, 12, False), (30, 1, True), (16, 7, True)]:
+            s = torch.randn(K, generator=g)
+            if tie:
+                s = (s * 2).round() / 2                          # few distinct values: many ties
+            want = key_lifetimes(s[None, None], w)[0, 0] == K
+            got = fn(s.clone(), w)
+            assert isinstance(got, torch.Tensor) and got.dtype == torch.bool and got.shape == (K,), \
+                f"return a bool tensor of shape [{K}], got {getattr(got, 'dtype', type(got).__name__)} {tuple(getattr(got, 'shape', ()))}"
+            bad = (got != want).nonzero().flatten().tolist()
+            assert not bad, (f"K={K}, window={w}{', with ties' if tie else ''} (seed {seed}): key {bad[0]} "
+                             f"{'survives' if want[bad[0]] else 'is evicted before the end'}")
+    return run_checks("keys that survive to the end", trials, strict=strict)

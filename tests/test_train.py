@@ -1,0 +1,125 @@
+"""Training loop, comparison outputs, recorded results, and the notebook 08 checkers."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from dma_ref.check import nb08
+from dma_ref.paths import FIGURES
+from dma_ref.tasks import IGNORE
+from dma_ref.train import TrainConfig, accuracy, lm_loss, lr_at, main, run_comparison, train
+
+TINY = dict(seq_len=16, pairs=2, query_start=None, vocab_size=16, d_model=32, n_heads=2, window=4,
+            batch_size=16, eval_size=32, eval_every=5, warmup=2)
+
+
+def test_lm_loss_ignores_unscored_positions():
+    logits = torch.randn(2, 5, 7)
+    targets = torch.full((2, 5), IGNORE)
+    targets[0, 1], targets[1, 4] = 3, 6
+    want = -(torch.log_softmax(logits[0, 1], -1)[3] + torch.log_softmax(logits[1, 4], -1)[6]) / 2
+    torch.testing.assert_close(lm_loss(logits, targets), want)
+
+
+def test_accuracy_counts_only_queries():
+    class Oracle(torch.nn.Module):
+        """Predicts token 1 everywhere."""
+        def forward(self, x):
+            return torch.nn.functional.one_hot(torch.ones_like(x), 4).float()
+    from dma_ref.tasks import TaskBatch
+    x = torch.zeros(2, 6, dtype=torch.int64)
+    y = torch.full((2, 6), IGNORE)
+    y[0, 2], y[0, 3], y[1, 5] = 1, 2, 1               # two of three right
+    acc = accuracy(Oracle(), TaskBatch(x, y, torch.zeros(2, 6, dtype=torch.int8)))
+    assert acc == pytest.approx(2 / 3)
+
+
+def test_lr_schedule():
+    cfg = TrainConfig(lr=1e-3, warmup=10, steps=100)
+    assert lr_at(0, cfg) == pytest.approx(1e-4)
+    assert lr_at(9, cfg) == pytest.approx(1e-3)
+    assert lr_at(99, cfg) == pytest.approx(1e-4, rel=0.05)
+    assert all(lr_at(s, cfg) >= lr_at(s + 1, cfg) for s in range(10, 99))
+
+
+@pytest.mark.parametrize("attn", ["mha", "dma"])
+def test_training_lowers_the_loss(attn):
+    cfg = TrainConfig(attn=attn, steps=40, lr=3e-3, **TINY)
+    res = train(cfg, progress=False)
+    assert res["loss"] < math.log(cfg.vocab_size) - 0.5, res["loss"]
+    assert [s for s, _ in res["curve"]] == list(range(5, 41, 5))
+    assert all(0.0 <= a <= 1.0 for _, a in res["curve"])
+
+
+def test_compare_writes_results(tmp_path):
+    res = run_comparison(TrainConfig(steps=3, **TINY), tmp_path, progress=False)
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert set(data) == {"config", "accuracy"}
+    assert set(data["accuracy"]) == {"mha", "swa", "dma"}
+    assert data["accuracy"] == res["accuracy"]
+    assert data["config"]["seq_len"] == 16 and "attn" not in data["config"]
+    assert (tmp_path / "comparison.png").stat().st_size > 1000
+    assert (tmp_path / "dma_model.pt").exists()
+
+
+def test_cli_single_run(tmp_path, capsys):
+    main(["--attn", "swa", "--steps", "2", "--seq-len", "16", "--pairs", "2", "--query-start", "-1",
+          "--vocab-size", "16", "--d-model", "32", "--n-heads", "2", "--batch-size", "8",
+          "--eval-size", "16", "--out", str(tmp_path)])
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["attn"] == "swa" and 0 <= out["accuracy"] <= 1
+    rec = json.loads((tmp_path / "result.json").read_text())
+    assert rec["config"]["query_start"] is None and len(rec["curve"]) == 1
+    assert (tmp_path / "model.pt").exists()
+
+
+def test_recorded_cpu_comparison():
+    """The experiment in figures/mqar/results.json: MHA and DMA solve MQAR, SWA cannot."""
+    data = json.loads((FIGURES / "mqar" / "results.json").read_text())
+    assert set(data) == {"config", "accuracy"} and set(data["accuracy"]) == {"mha", "swa", "dma"}
+    acc, cfg = data["accuracy"], data["config"]
+    assert acc["mha"] >= 0.9 and acc["dma"] >= 0.9 and acc["dma"] - acc["swa"] >= 0.3, acc
+    # The queries sit beyond the sliding window's reach (2 layers of window w), by construction.
+    assert cfg["query_start"] >= 2 * cfg["pairs"] + cfg["n_layers"] * (cfg["window"] - 1)
+    assert (FIGURES / "mqar" / "comparison.png").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# notebook 08 checkers: fail on the stub and on a plausible wrong answer, pass on a solution
+# ---------------------------------------------------------------------------------------------
+
+def stub(*args, **kwargs):
+    raise NotImplementedError
+
+
+def query_accuracy_ok(logits, targets):
+    scored = targets != -100
+    return (logits.argmax(-1)[scored] == targets[scored]).float().mean().item()
+
+
+def query_accuracy_wrong(logits, targets):        # counts every position
+    return (logits.argmax(-1) == targets).float().mean().item()
+
+
+def first_blind_ok(P, w, L):
+    return 2 * P + L * (w - 1)
+
+
+def first_blind_wrong(P, w, L):                   # forgets that layers chain
+    return 2 * P + (w - 1)
+
+
+@pytest.mark.parametrize("checker,ok,wrong", [
+    (nb08.check_query_accuracy, query_accuracy_ok, query_accuracy_wrong),
+    (nb08.check_first_blind_query, first_blind_ok, first_blind_wrong),
+])
+def test_nb08_checkers(checker, ok, wrong):
+    assert not checker(stub)
+    with pytest.raises(AssertionError):
+        checker(stub, strict=True)
+    assert not checker(wrong)
+    assert checker(ok, strict=True)
