@@ -29,14 +29,21 @@ import math
 
 import torch
 
-from .dense import expand_kv
 from .lifetimes import key_lifetimes
 from .validate import check_qkv, check_scores, check_window, default_scale
 
 __all__ = [
-    "online_softmax_init", "online_softmax_update", "online_softmax_finish",
-    "online_softmax_attention", "block_positions", "union_keys", "union_sizes",
-    "union_index_lists", "tiled_dma_forward", "tile_map", "tile_stats",
+    "block_positions",
+    "online_softmax_attention",
+    "online_softmax_finish",
+    "online_softmax_init",
+    "online_softmax_update",
+    "tile_map",
+    "tile_stats",
+    "tiled_dma_forward",
+    "union_index_lists",
+    "union_keys",
+    "union_sizes",
 ]
 
 

@@ -88,7 +88,7 @@ def test_tiled_dma_forward_rejects_bad_input():
 
 @pytest.mark.parametrize("cfg", CONFIGS)
 def test_unions_from_the_mask(cfg):
-    B, Hq, Hkv, Q, K, D, w, BM, BN = cfg
+    B, _Hq, Hkv, Q, K, _D, w, BM, _BN = cfg
     s = torch.randn(B, Hkv, K)
     e = dma_ref.key_lifetimes(s, w)
     mask = dma_ref.dma_mask(s, w, q_len=Q)                                # [B, Hkv, Q, K]

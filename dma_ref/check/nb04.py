@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import secrets
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -48,8 +48,8 @@ def check_online_softmax_update(fn: Callable[..., tuple], strict: bool = False) 
                     assert not torch.isnan(a).any(), (f"NaN in {name} after tile {t} (seed {seed}): a row "
                                                       "whose logits are all -inf so far must not give "
                                                       "exp(-inf - (-inf))")
-                    torch.testing.assert_close(a, b, msg=lambda m: (
-                        f"{name} after tile {t} of sizes {sizes}, logits ~{magnitude} (seed {seed}): {m}"))
+                    where = f"{name} after tile {t} of sizes {sizes}, logits ~{magnitude} (seed {seed})"
+                    torch.testing.assert_close(a, b, msg=lambda m, where=where: f"{where}: {m}")
                 state = got
             o, _ = online_softmax_finish(*state)
             x_all, v_all = torch.cat(xs, 1), torch.cat(vs, 0)

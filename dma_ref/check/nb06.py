@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import secrets
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -37,8 +37,8 @@ def check_dS(fn: Callable[..., torch.Tensor], strict: bool = False) -> Result:
             dP = dO @ v.T
             got = fn(P.detach()[:, chunk].clone(), dP[:, chunk].clone(), o.detach().clone(), dO.clone())
             assert isinstance(got, torch.Tensor), f"return a torch.Tensor, got {type(got).__name__}"
-            torch.testing.assert_close(got, dx[:, chunk], msg=lambda m: (
-                f"R={R}, K={K}, chunk {chunk.start}:{chunk.stop} of each row (seed {seed}): {m}"))
+            where = f"R={R}, K={K}, chunk {chunk.start}:{chunk.stop} of each row (seed {seed})"
+            torch.testing.assert_close(got, dx[:, chunk], msg=lambda m, where=where: f"{where}: {m}")
     return run_checks("dS of a gathered tile", trials, strict=strict)
 
 
@@ -65,6 +65,6 @@ def check_ds_accumulate(fn: Callable[..., torch.Tensor], strict: bool = False) -
                 ds = ds if out is None else out
             (want,) = torch.autograd.grad(total, s)
             assert isinstance(ds, torch.Tensor), f"return a torch.Tensor, got {type(ds).__name__}"
-            torch.testing.assert_close(ds, want, msg=lambda m: (
-                f"K={K}, G={G}, BM={BM}, C={C}, {n_tiles} tiles (seed {seed}): {m}"))
+            where = f"K={K}, G={G}, BM={BM}, C={C}, {n_tiles} tiles (seed {seed})"
+            torch.testing.assert_close(ds, want, msg=lambda m, where=where: f"{where}: {m}")
     return run_checks("ds accumulated from tiles", trials, strict=strict)

@@ -14,7 +14,15 @@ from matplotlib.colors import ListedColormap
 from matplotlib.patches import Patch, Rectangle
 
 from ..lifetimes import key_lifetimes, mask_from_lifetimes
-from ..tiling import TILE_EMPTY, TILE_FUTURE, TILE_KEPT, block_positions, tile_map, tile_stats, union_keys
+from ..tiling import (
+    TILE_EMPTY,
+    TILE_FUTURE,
+    TILE_KEPT,
+    block_positions,
+    tile_map,
+    tile_stats,
+    union_keys,
+)
 
 TILE_COLORS = {TILE_FUTURE: "#ffffff", TILE_EMPTY: "#d9d9d9", TILE_KEPT: "#2b6cb0"}
 
@@ -153,8 +161,8 @@ def plot_gqa_packing(G: int = 4, block_m: int = 4, block_n: int = 4):
     ax.add_patch(Rectangle((3.0, 0), block_n * 0.5, total, fc="#eef3f8", ec="k"))
     for g in range(1, G):
         ax.plot([3.0, 3.0 + block_n * 0.5], [g * block_m * h_row] * 2, color="k", lw=0.6)
-    ax.text(3.0 + block_n * 0.25, total / 2, f"logits\n[G*BM, BN]", ha="center", va="center", fontsize=8)
-    ax.annotate("", xy=(2.95, total / 2), xytext=(2.05, total / 2), arrowprops=dict(arrowstyle="->"))
+    ax.text(3.0 + block_n * 0.25, total / 2, "logits\n[G*BM, BN]", ha="center", va="center", fontsize=8)
+    ax.annotate("", xy=(2.95, total / 2), xytext=(2.05, total / 2), arrowprops={"arrowstyle": "->"})
     # the shared key/value memory
     x0 = 3.6 + block_n * 0.5
     ax.add_patch(Rectangle((x0, 0), 2.2, total, fc="#f7f7f7", ec="k"))
@@ -164,7 +172,7 @@ def plot_gqa_packing(G: int = 4, block_m: int = 4, block_n: int = 4):
         ax.add_patch(Rectangle((x0 + 0.1, y), 2.0, 0.1, fc="#2b6cb0"))
     ax.annotate("gathered once,\nused by all G heads", xy=(3.0 + block_n * 0.5, total + 1.5),
                 xytext=(x0 + 1.1, total + 1.5), ha="center", va="center", fontsize=8,
-                arrowprops=dict(arrowstyle="->"))
+                arrowprops={"arrowstyle": "->"})
     ax.set_xlim(-0.2, x0 + 2.5)
     ax.set_ylim(total + 2.5, -0.3)
     ax.axis("off")
