@@ -1,0 +1,58 @@
+"""The checkers of notebook 07 fail on the stub and on plausible wrong answers, pass on a
+correct solution."""
+
+from __future__ import annotations
+
+import pytest
+
+from dma_ref.check import nb07
+
+
+def stub(*args, **kwargs):
+    raise NotImplementedError
+
+
+def causal_flops_ok(N, D, H):
+    return 4 * D * H * N * (N + 1) // 2
+
+
+def causal_flops_no_diagonal(N, D, H):
+    return 4 * D * H * N * N // 2
+
+
+def causal_flops_one_matmul(N, D, H):
+    return 2 * D * H * N * (N + 1) // 2
+
+
+def crossover_ok(w, BM):
+    return 4 * (w + BM) - 1
+
+
+def crossover_off_by_one(w, BM):
+    return 4 * (w + BM)
+
+
+def crossover_equal_work(w, BM):
+    return 2 * (w + BM) - 1            # where DMA work equals dense, not half of it
+
+
+@pytest.mark.parametrize("check, fn", [
+    (nb07.check_causal_flops, stub),
+    (nb07.check_causal_flops, causal_flops_no_diagonal),
+    (nb07.check_causal_flops, causal_flops_one_matmul),
+    (nb07.check_crossover, stub),
+    (nb07.check_crossover, crossover_off_by_one),
+    (nb07.check_crossover, crossover_equal_work),
+])
+def test_checker_rejects(check, fn):
+    assert not check(fn, strict=False)
+    with pytest.raises(AssertionError):
+        check(fn, strict=True)
+
+
+@pytest.mark.parametrize("check, fn", [
+    (nb07.check_causal_flops, causal_flops_ok),
+    (nb07.check_crossover, crossover_ok),
+])
+def test_checker_accepts(check, fn):
+    assert check(fn, strict=True)
