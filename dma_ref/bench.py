@@ -221,14 +221,16 @@ def dense_bias_from_lifetimes(e: torch.Tensor, s: torch.Tensor, rows: int = 4096
 
 def kernel_builder() -> Callable[[torch.Tensor, int], torch.Tensor] | None:
     """The kernels' mask builder ``(s, w) -> e [B, Hkv, K]``, or None while it does not exist."""
-    try:
-        import dma_ref.kernels as kernels
-    except Exception:
-        return None
-    for name in ("key_lifetimes", "build_lifetimes", "lifetimes", "dma_lifetimes"):
-        fn = getattr(kernels, name, None)
-        if callable(fn):
-            return fn
+    import importlib
+    for module in ("dma_ref.kernels", "dma_ref.kernels.lifetimes"):
+        try:
+            mod = importlib.import_module(module)
+        except Exception:
+            continue
+        for name in ("build_lifetimes", "key_lifetimes", "lifetimes", "dma_lifetimes"):
+            fn = getattr(mod, name, None)
+            if callable(fn):
+                return fn
     return None
 
 

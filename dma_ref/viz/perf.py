@@ -208,6 +208,49 @@ def format_table(rows: list[dict], *, notes: bool = False) -> str:
     return "\n".join(lines)
 
 
+def work_rows(ns=(4096, 16384, 65536, 131072), windows=(256, 1024, 4096), *, D: int = 128,
+              Hq: int = 8, Hkv: int = 2, BM: int = 128) -> list[dict]:
+    """Per (N, w): pair counts, the dense/DMA work ratio and the forward and forward+backward
+    floors (ms) of dense causal attention and of DMA (``dma_ref.flops``)."""
+    rows = []
+    for N in ns:
+        for w in windows:
+            w = min(w, N)
+            row = {"N": N, "w": w, "causal_pairs": flops.causal_pairs(N),
+                   "kept_pairs": flops.dma_kept_pairs(N, w),
+                   "work_pairs": flops.dma_work_pairs(N, w, BM),
+                   "ratio": flops.work_ratio(N, w, BM)}
+            for bwd, tag in ((False, "fwd"), (True, "fwdbwd")):
+                dense = flops.config_floors(N, None, D, Hq, Hkv, backward=bwd, BM=BM)
+                dma = flops.config_floors(N, w, D, Hq, Hkv, backward=bwd, BM=BM)
+                row[f"dense_{tag}_floor_ms"], row[f"dma_{tag}_floor_ms"] = dense.ms, dma.ms
+                row[f"dma_{tag}_bound"] = dma.bound
+            rows.append(row)
+    return rows
+
+
+def plot_work_ratio(windows=(256, 1024, 4096), *, n_min: int = 512, n_max: int = 262144,
+                    BM: int = 128):
+    """Dense causal pairs over DMA's block-gather work vs N, one line per w: DMA's ceiling on
+    speed-up from skipping work (1 = no gain, 2 = half the work)."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    ns = [2 ** k for k in range(n_min.bit_length() - 1, n_max.bit_length())]
+    for w in windows:
+        ax.plot(ns, [flops.work_ratio(N, w, BM) for N in ns], marker=".", label=f"w={w}")
+        ax.axvline(flops.crossover_n(w, BM), ls=":", color=ax.lines[-1].get_color(), lw=1)
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.axhline(2.0, color="k", lw=0.8, ls="--")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("sequence length N")
+    ax.set_ylabel("dense causal work / DMA work")
+    ax.set_title(f"work ratio (BM={BM}); dotted: crossover N = 4(w+BM)-1")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def make_all(records: list[dict], folder: str = "bench") -> list[Path]:
     """Save the standard plots under ``figures/<folder>/`` and return their paths."""
     paths = []
