@@ -147,19 +147,33 @@ def union_keys(e: torch.Tensor, p_min: int, p_max: int) -> torch.Tensor:
 def union_sizes(e: torch.Tensor, block_m: int, q_len: int | None = None) -> torch.Tensor:
     """int64 ``[..., n_blocks]``: ``|U_b|`` for every query block, from lifetimes ``e [..., K]``.
 
-    O(K) work per block (one comparison per key), no K x K tensor. Each is at most
-    ``w + block_m - 1``: the ``<= w`` keys kept at ``p_min`` plus at most one new key (the
-    position's own) per later row of the block.
+    Each is at most ``w + block_m - 1``: the ``<= w`` keys kept at ``p_min`` plus at most one new
+    key (the position's own) per later row of the block. ``union_keys`` lists one block's keys
+    with one test per key (O(K) per block); the sizes alone cost O(K) for *all* blocks, by
+    splitting ``U`` at ``p_min`` (no K x K tensor, no per-block pass)::
+
+        before = #{j < p_min : e_j > p_min} = p_min - (#{j : e_j <= p_min} - [e_{p_min} = p_min])
+        inside = #{p_min <= j <= p_max : e_j > j}          (a prefix count of admitted keys)
+
+    (``e_j >= j`` always, so ``e_j <= p_min`` already implies ``j <= p_min``.)
     """
     K = e.shape[-1]
     Q = K if q_len is None else q_len
+    lead = e.shape[:-1]
+    flat = e.reshape(-1, K)
     j = torch.arange(K, device=e.device)
     n_blocks = -(-Q // block_m)
-    out = torch.empty(*e.shape[:-1], n_blocks, dtype=torch.int64, device=e.device)
-    for b in range(n_blocks):
-        p_min, p_max = block_positions(b, block_m, Q, K)
-        out[..., b] = ((j <= p_max) & (e > torch.clamp(j, min=p_min))).sum(-1)
-    return out
+    bounds = [block_positions(b, block_m, Q, K) for b in range(n_blocks)]
+    p_min = torch.tensor([lo for lo, _ in bounds], dtype=torch.int64, device=e.device)
+    p_max = torch.tensor([hi for _, hi in bounds], dtype=torch.int64, device=e.device)
+    hist = torch.zeros(flat.shape[0], K + 1, dtype=torch.int64, device=e.device)
+    hist.scatter_add_(1, flat, torch.ones_like(flat))
+    ended_by = torch.cumsum(hist, 1)                       # [:, p] = #{j : e_j <= p}
+    admitted = torch.cumsum((flat > j).to(torch.int64), 1)  # [:, p] = #{j' <= p : e_j' > j'}
+    e_pmin = flat[:, p_min]                                 # [R, n_blocks]
+    before = p_min - (ended_by[:, p_min] - (e_pmin == p_min).to(torch.int64))
+    inside = admitted[:, p_max] - admitted[:, p_min] + (e_pmin > p_min).to(torch.int64)
+    return (before + inside).reshape(*lead, n_blocks)
 
 
 def union_index_lists(e: torch.Tensor, block_m: int, q_len: int | None = None):

@@ -164,3 +164,15 @@ def test_design_table_shape():
     assert st["tile_fraction"] > 0.99
     assert 0.40 < st["kept_fraction"] < 0.47
     assert 900 < st["union_mean"] < 1024 + 127 and st["union_max"] <= 1024 + 127
+
+
+def test_union_sizes_count_equals_union_keys_at_scale():
+    """The O(K)-for-all-blocks count against the per-block lists, at a size with no mask."""
+    K, Q, w, BM = 5000, 3333, 97, 128
+    e = dma_ref.key_lifetimes(torch.randn(2, 1, K), w)
+    sizes = tiling.union_sizes(e, BM, Q)
+    for b in range(sizes.shape[-1]):
+        p_min, p_max = tiling.block_positions(b, BM, Q, K)
+        for r in range(2):
+            assert int(sizes[r, 0, b]) == len(tiling.union_keys(e[r, 0], p_min, p_max))
+    assert int(sizes.max()) <= w + BM - 1
