@@ -153,7 +153,8 @@ def plot_gqa_packing(G: int = 4, block_m: int = 4, block_n: int = 4):
         ax.text(1.0, y + block_m * h_row / 2, f"query head {g}: rows i..i+{block_m - 1}",
                 ha="center", va="center", fontsize=8)
     total = G * block_m * h_row
-    ax.text(1.0, total + 0.25, f"one program: [G*BM, D] = [{G * block_m}, D]", ha="center", fontsize=9)
+    ax.text(1.0, -0.1, f"one program: q rows [G*BM, D] = [{G * block_m}, D]", ha="center", va="bottom",
+            fontsize=9)
     # the gathered key chunk, transposed
     ax.add_patch(Rectangle((3.0, total + 0.8), block_n * 0.5, 1.4, fc="#c7d8ea", ec="k"))
     ax.text(3.0 + block_n * 0.25, total + 1.5, "K[U chunk]^T\n[D, BN]", ha="center", va="center", fontsize=8)
@@ -166,7 +167,7 @@ def plot_gqa_packing(G: int = 4, block_m: int = 4, block_n: int = 4):
     # the shared key/value memory
     x0 = 3.6 + block_n * 0.5
     ax.add_patch(Rectangle((x0, 0), 2.2, total, fc="#f7f7f7", ec="k"))
-    ax.text(x0 + 1.1, total + 0.25, "K, V of the KV head (HBM)", ha="center", fontsize=9)
+    ax.text(x0 + 1.1, -0.1, "K, V of the KV head (HBM)", ha="center", va="bottom", fontsize=9)
     rng = np.random.default_rng(1)
     for y in np.sort(rng.choice(np.arange(int(total / 0.12)), size=block_n, replace=False)) * 0.12:
         ax.add_patch(Rectangle((x0 + 0.1, y), 2.0, 0.1, fc="#2b6cb0"))
@@ -174,7 +175,7 @@ def plot_gqa_packing(G: int = 4, block_m: int = 4, block_n: int = 4):
                 xytext=(x0 + 1.1, total + 1.5), ha="center", va="center", fontsize=8,
                 arrowprops={"arrowstyle": "->"})
     ax.set_xlim(-0.2, x0 + 2.5)
-    ax.set_ylim(total + 2.5, -0.3)
+    ax.set_ylim(total + 2.5, -0.6)
     ax.axis("off")
     ax.set_title(f"GQA packing: G = {G} query heads share each gathered K/V chunk (BN = {block_n} keys)")
     fig.tight_layout()
