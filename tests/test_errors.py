@@ -121,6 +121,15 @@ def test_nan_scores_are_rejected():
         key_lifetimes(s, 3)
 
 
+def test_plus_infinite_scores_are_rejected():
+    # +inf is not a real score (the exp form overflows to it in fp32 once A * softplus(x) > 88).
+    # Accepted, it silently zeroes every row that keeps the key: lse = inf, then inf - inf.
+    q, k, v, s = good()
+    s[0, 1, 2] = math.inf
+    with raises(ValueError, "s", "inf"):
+        naive_dma_attention(q, k, v, s, 3)
+
+
 @pytest.mark.parametrize("q_len", [K + 1, 0, -1, 2.5, True])
 def test_dma_mask_rejects_a_bad_q_len(q_len):
     with raises(ValueError, "q_len", f"K={K}"):
@@ -190,3 +199,11 @@ def test_module_rejects_bad_input_and_configuration():
         DMAAttention(16, num_heads=4, form="linear")
     with raises(ValueError, "head_dim"):
         DMAAttention(12, num_heads=4, head_dim=3, rope=True)   # RoPE needs an even head dim
+
+
+def test_module_rejects_x_of_another_dtype():
+    # x in another dtype than the parameters: a ValueError/TypeError naming x, not a
+    # RuntimeError from inside a matmul.
+    m = DMAAttention(16, num_heads=4, num_kv_heads=2, window=3)
+    with pytest.raises((ValueError, TypeError), match=r"\bx\b"):
+        m(torch.randn(2, 5, 16, dtype=torch.float64))
