@@ -38,15 +38,18 @@ import statistics
 import sys
 import time
 import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
 
 import torch
 
 METHODS = ("dma_triton", "sdpa_cudnn", "sdpa_flash", "sdpa_efficient_bias", "flex_blockmask",
            "official_triton")
 DENSE_METHODS = ("sdpa_cudnn", "sdpa_flash")           # no mask, no bias: independent of w
+# Visits every tile whatever the mask (the mask lives in a dense bias): its cost does not depend
+# on w, so from --once-from on it is measured at one window and recorded for the others.
+W_INDEPENDENT = ("sdpa_efficient_bias",)
 RECORD_KEYS = ("gpu", "torch", "triton", "B", "Hq", "Hkv", "D", "N", "window", "dtype", "causal",
                "method", "fwd_ms", "fwdbwd_ms", "peak_mem_bytes", "note")
 DEFAULT_N = (4096, 16384, 65536, 131072)
@@ -80,8 +83,10 @@ def validate_record(rec: dict) -> None:
     if rec["method"] not in METHODS:
         raise ValueError(f"method must be one of {METHODS}; got {rec['method']!r}")
     for key in ("B", "Hq", "Hkv", "D", "N", "window"):
-        if not isinstance(rec[key], int) or isinstance(rec[key], bool) or rec[key] < 1:
-            raise ValueError(f"{key} must be a positive int; got {rec[key]!r}")
+        if not isinstance(rec[key], int) or isinstance(rec[key], bool):
+            raise TypeError(f"{key} must be an int; got {rec[key]!r}")
+        if rec[key] < 1:
+            raise ValueError(f"{key} must be >= 1; got {rec[key]}")
     for key in ("fwd_ms", "fwdbwd_ms"):
         t = rec[key]
         if t is not None and (not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0):
@@ -90,7 +95,7 @@ def validate_record(rec: dict) -> None:
                                               or rec["peak_mem_bytes"] < 0):
         raise ValueError(f"peak_mem_bytes must be null or a non-negative int; got {rec['peak_mem_bytes']!r}")
     if not isinstance(rec["note"], str) or not isinstance(rec["causal"], bool):
-        raise ValueError("note must be a str and causal a bool")
+        raise TypeError("note must be a str and causal a bool")
     if rec["fwd_ms"] is None and not rec["note"]:
         raise ValueError("a record without a time must say why in its note")
 
@@ -144,6 +149,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rep-ms", type=float, default=150.0, help="timed budget per measurement")
     p.add_argument("--budget-s", type=float, default=float("inf"),
                    help="wall-clock budget: configs not reached in time are recorded as not run")
+    p.add_argument("--once-from", type=int, default=65536,
+                   help=f"from this N on, measure {W_INDEPENDENT} at one window only (its cost "
+                        "does not depend on w) and record that result for every window")
     p.add_argument("--no-check", action="store_true", help="skip the correctness checks")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON output path")
     args = p.parse_args(argv)
@@ -225,7 +233,7 @@ def kernel_builder() -> Callable[[torch.Tensor, int], torch.Tensor] | None:
     for module in ("dma_ref.kernels", "dma_ref.kernels.lifetimes"):
         try:
             mod = importlib.import_module(module)
-        except Exception:
+        except Exception:  # noqa: BLE001, S112 - missing or broken kernels: no builder
             continue
         for name in ("build_lifetimes", "key_lifetimes", "lifetimes", "dma_lifetimes"):
             fn = getattr(mod, name, None)
@@ -510,7 +518,7 @@ def _block_density(bm) -> float:
                                             if bm.full_kv_num_blocks is not None else 0)
         causal = bm.kv_num_blocks.shape[0] * bm.kv_num_blocks.shape[1] * n_q * (n_q + 1) / 2
         return float(visited) / causal
-    except Exception:
+    except Exception:  # noqa: BLE001 - BlockMask internals differ between torch versions
         return float("nan")
 
 
@@ -520,7 +528,7 @@ def official_available() -> tuple[bool, str]:
         import flash_sparse_attn
         from flash_sparse_attn.flash_sparse_attn_triton import triton_sparse_attn_func  # noqa: F401
         return True, f"flash-sparse-attn {flash_sparse_attn.__version__}"
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 - any import failure means "not available"
         return False, f"not available: flash-sparse-attn not importable ({type(err).__name__}: {err})"
 
 
@@ -530,7 +538,6 @@ def prepare_official_triton(case: Case, w: int, timer: Timer) -> Prepared:
         raise _Unavailable(version)
     from flash_sparse_attn.flash_sparse_attn_triton import triton_sparse_attn_func
 
-    B, Hq, N, D = case.q.shape
     e = get_lifetimes(case, w)
     box = {}
     build = _host_ms(lambda: box.setdefault("mask", dense_mask_from_lifetimes(e)))
@@ -574,9 +581,10 @@ def naive_reference(case: Case, w: int) -> tuple[torch.Tensor, tuple]:
 
 def dma_checks(case: Case, w: int, prepared: Prepared, ref_n_max: int) -> list[str]:
     """Relative errors of dma_triton: vs fp32 naive (N <= ref_n_max), vs cuDNN when w >= N."""
-    from dma_ref.kernels import dma_attention
     import torch.nn.functional as F
     from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from dma_ref.kernels import dma_attention
 
     notes = []
     N = case.q.shape[2]
@@ -612,9 +620,9 @@ def predicted_ms(history: dict, method: str, D: int, w_key: object, N: int, phas
     """The last measured time of this method at a smaller N, scaled by (N / N_prev)^2."""
     best = None
     for (m, d, wk, n, ph), t in history.items():
-        if (m, d, wk, ph) == (method, D, w_key, phase) and n < N and t is not None:
-            if best is None or n > best[0]:
-                best = (n, t)
+        usable = (m, d, wk, ph) == (method, D, w_key, phase) and n < N and t is not None
+        if usable and (best is None or n > best[0]):
+            best = (n, t)
     return None if best is None else best[1] * (N / best[0]) ** 2
 
 
@@ -626,7 +634,7 @@ def run(args: argparse.Namespace, log=print) -> list[dict]:
     records: list[dict] = []
     history: dict = {}
     t_start = time.perf_counter()
-    ok, why = official_available()
+    _, why = official_available()
     log(f"{env}; official_triton: {why}")
 
     def emit(D, N, w, method, fwd, fb, peak, notes):
@@ -653,17 +661,18 @@ def run(args: argparse.Namespace, log=print) -> list[dict]:
                         emit(D, N, w, method, None, None, None,
                              ["not run: the run's wall-clock budget was used up"])
                         continue
-                    if method in DENSE_METHODS and method in dense_cache:
-                        fwd, fb, peak, notes = dense_cache[method]
+                    if method in dense_cache:
+                        fwd, fb, peak, notes, w0 = dense_cache[method]
                         emit(D, N, w, method, fwd, fb, peak,
-                             notes + ["independent of w: measured once per (D, N)"])
+                             [n for n in notes if n != "dense regime (w >= N)"]
+                             + [f"independent of w: measured once per (D, N), at w={w0}"])
                         continue
                     if case is None:
                         torch.cuda.empty_cache()
                         case = make_case(B, Hq, Hkv, N, D)
                     result = measure(case, method, w, w_key, D, N, args, timer, history)
-                    if method in DENSE_METHODS:
-                        dense_cache[method] = result
+                    if method in DENSE_METHODS or (method in W_INDEPENDENT and N >= args.once_from):
+                        dense_cache[method] = (*result, w)
                     emit(D, N, w, method, *result)
             del case
             _FLEX.pop("key", None)
@@ -707,7 +716,7 @@ def measure(case: Case, method: str, w: int, w_key, D: int, N: int, args, timer:
         notes.append(str(err))
     except torch.OutOfMemoryError:
         notes.append("OOM")
-    except Exception as err:                          # a failing method is a result, not a crash
+    except Exception as err:  # noqa: BLE001 - a failing method is a result, not a crash
         msg = str(err).strip().splitlines()
         notes.append(f"error: {type(err).__name__}: {msg[0][:200] if msg else ''}")
     finally:

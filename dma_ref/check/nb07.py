@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from typing import Callable
+from collections.abc import Callable
 
 from .. import flops
 from ._core import Result, run_checks

@@ -76,6 +76,12 @@ def speedup(records: list[dict], method: str, phase: str = "fwd_ms", *, D: int =
     return {n: base[n] / t for n, t in zip(n_m, t_m) if n in base}
 
 
+def _legend(ax) -> None:
+    """A legend when something was drawn (a grid without measurements draws nothing)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+
+
 def _style(method: str) -> dict:
     colour, marker = STYLE.get(method, ("#7f7f7f", "x"))
     return {"color": colour, "marker": marker, "label": method}
@@ -111,7 +117,7 @@ def plot_time_vs_n(records: list[dict], *, D: int = 128, window: int | str = 102
         ax.set_ylabel("median time (ms)")
         ax.set_title(f"{PHASE_LABEL[phase]}, D={D}, w={window}")
         ax.grid(True, which="both", alpha=0.3)
-    axes[0].legend(fontsize=7)
+    _legend(axes[0])
     fig.tight_layout()
     return fig
 
@@ -138,7 +144,7 @@ def plot_speedup_vs_n(records: list[dict], *, D: int = 128, window: int | str = 
         ax.set_ylabel(f"speed-up over {baseline}")
         ax.set_title(f"{PHASE_LABEL[phase]}, D={D}, w={window}")
         ax.grid(True, which="both", alpha=0.3)
-    axes[0].legend(fontsize=7)
+    _legend(axes[0])
     fig.tight_layout()
     return fig
 
@@ -163,7 +169,7 @@ def plot_speedup_vs_window(records: list[dict], *, D: int = 128, method: str = "
         ax.set_ylabel(f"{method} speed-up over {baseline}")
         ax.set_title(f"{PHASE_LABEL[phase]}, D={D}")
         ax.grid(True, which="both", alpha=0.3)
-    axes[0].legend(fontsize=7)
+    _legend(axes[0])
     fig.tight_layout()
     return fig
 
