@@ -19,6 +19,7 @@ for the learned-mask explorer.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -31,6 +32,8 @@ from .module import DMAAttention
 from .rope import apply_rope, rope_angles
 
 ATTENTIONS = ("mha", "swa", "dma")
+# The trained DMA model shipped with the package (notebook 09); made by ``dma_ref.train --compare``.
+CHECKPOINT = Path(__file__).resolve().parent / "data" / "mqar_dma.pt"
 
 
 @dataclass

@@ -47,7 +47,8 @@ class TrainConfig:
     form: str = "exp"
     steps: int = 600
     batch_size: int = 64
-    lr: float = 3e-3
+    lr: float = 1e-3
+    dma_lr_mult: float = 10.0            # Delta and A learn this much faster (see the docstring)
     warmup: int = 50
     weight_decay: float = 0.1
     eval_every: int = 50
@@ -104,10 +105,17 @@ def train(cfg: TrainConfig, device: torch.device | str = "cpu", *, progress: boo
     device = torch.device(device)
     torch.manual_seed(cfg.seed)                              # model init
     model = TinyLM(cfg.model_config(), device=device)
-    decay = [p for n, p in model.named_parameters() if p.dim() == 2 and not n.endswith("delta")]
-    other = [p for n, p in model.named_parameters() if not (p.dim() == 2 and not n.endswith("delta"))]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": other, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
+    # Three groups: matrices (weight decay), norms and embeddings-free vectors (no decay), and
+    # DMA's Delta and A (no decay, lr x dma_lr_mult: their gradient only arrives through the
+    # few kept keys, so at the default lr the selection barely moves in a short run).
+    groups: dict[str, list] = {"decay": [], "other": [], "dma": []}
+    for n, p in model.named_parameters():
+        kind = "dma" if n.endswith((".delta", ".A")) else "decay" if p.dim() == 2 else "other"
+        groups[kind].append(p)
+    opt = torch.optim.AdamW([{"params": groups["decay"], "weight_decay": cfg.weight_decay, "mult": 1.0},
+                             {"params": groups["other"], "weight_decay": 0.0, "mult": 1.0},
+                             {"params": groups["dma"], "weight_decay": 0.0, "mult": cfg.dma_lr_mult}],
+                            lr=cfg.lr, betas=(0.9, 0.98))
     g_train = torch.Generator().manual_seed(cfg.seed)
     held_out = cfg.batch(cfg.eval_size, torch.Generator().manual_seed(cfg.seed + 10_000)).to(device)
     curve: list[list[float]] = []
@@ -116,7 +124,7 @@ def train(cfg: TrainConfig, device: torch.device | str = "cpu", *, progress: boo
     loss = float("nan")
     for step in bar:
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg)
+            group["lr"] = lr_at(step, cfg) * group["mult"]
         batch = cfg.batch(cfg.batch_size, g_train).to(device)
         loss_t = lm_loss(model(batch.inputs), batch.targets)
         opt.zero_grad(set_to_none=True)

@@ -1,0 +1,93 @@
+"""A real browser moves a real slider of the learned-mask explorer (notebook 09).
+
+voila serves the notebook on a free port of 127.0.0.1; headless Debian Chromium, driven by
+playwright (never ``playwright install``: the system browser is used), waits for the explorer,
+focuses the "query p" slider handle, presses the arrow key and checks that the figure changed.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from dma_ref.paths import REPO_ROOT
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage"]
+NOTEBOOK = "09_learned_mask_explorer.ipynb"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_http(url: str, proc: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"voila exited with code {proc.returncode}")
+        try:
+            urllib.request.urlopen(url + "api", timeout=2)   # the server answers before rendering
+            return
+        except Exception:
+            time.sleep(0.3)
+    raise TimeoutError(f"voila did not answer on {url} within {timeout} s")
+
+
+@pytest.mark.browser
+def test_slider_moves_the_plot(tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    env = {**os.environ, "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
+    log = open(tmp_path / "voila.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "voila", NOTEBOOK, "--no-browser", f"--port={port}",
+         "--Voila.ip=127.0.0.1", "--ServerApp.port_retries=0"],
+        cwd=REPO_ROOT / "notebooks", stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        wait_for_http(url, proc, timeout=60)
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(url, timeout=90_000)
+            explorer = page.locator(".widget-vbox:has(.widget-slider:has-text('query p'))").last
+            slider = page.locator(".widget-slider:has-text('query p')").first
+            slider.wait_for(timeout=90_000)
+            img = page.locator(".widget-output img").first
+            img.wait_for(timeout=60_000)
+            before = img.get_attribute("src")
+            readout = slider.locator(".widget-readout").inner_text()
+            handle = slider.locator(".noUi-handle").first
+            handle.focus()
+            for _ in range(3):
+                handle.press("ArrowRight")
+            page.wait_for_function(
+                "([sel, old]) => { const i = document.querySelector(sel);"
+                " return i && i.getAttribute('src') !== old; }",
+                arg=[".widget-output img", before], timeout=30_000)
+            after = page.locator(".widget-output img").first.get_attribute("src")
+            new_readout = slider.locator(".widget-readout").inner_text()
+            browser.close()
+        assert explorer is not None
+        assert int(new_readout) == int(readout) + 3
+        assert before.startswith("data:image/png") and after.startswith("data:image/png")
+        assert after != before
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
