@@ -108,6 +108,26 @@ def save_records(records: list[dict], path: Path) -> None:
     os.replace(tmp, path)
 
 
+def fill_missing(records: list[dict], *, ns: Iterable[int], windows: list[int | None],
+                 ds: Iterable[int], methods: Iterable[str], reason: str) -> list[dict]:
+    """Append a null-time record, with ``reason``, for every grid point a run did not reach
+    (e.g. when the device machine's time ran out): the grid stays complete and honest."""
+    if not records:
+        raise ValueError("fill_missing needs at least one record (for the environment fields)")
+    env, first = records[0], records[0]
+    have = {(r["D"], r["N"], r["window"], r["method"]) for r in records}
+    out = list(records)
+    for D in ds:
+        for N in ns:
+            for w in windows_for(N, windows):
+                for m in methods:
+                    if (D, N, w, m) not in have:
+                        out.append(make_record(env, B=first["B"], Hq=first["Hq"], Hkv=first["Hkv"],
+                                               D=D, N=N, window=w, method=m, fwd_ms=None,
+                                               fwdbwd_ms=None, peak_mem_bytes=None, note=reason))
+    return out
+
+
 def parse_windows(items: Iterable[str]) -> list[int | None]:
     """``["256", "dense"] -> [256, None]``; None (also spelt "N") is the dense regime w = N."""
     out: list[int | None] = []

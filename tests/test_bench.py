@@ -70,6 +70,14 @@ def test_bench_without_cuda_exits_nonzero_with_a_clear_message():
     assert "needs a CUDA GPU" in proc.stderr
 
 
+def test_fill_missing_completes_the_grid():
+    recs = [record("sdpa_cudnn", 4096, 1024)]
+    full = bench.fill_missing(recs, ns=[4096, 16384], windows=[1024, None], ds=[128],
+                              methods=["sdpa_cudnn", "dma_triton"], reason="not run: device time")
+    assert len(full) == 2 * 2 * 2 and full[0] is recs[0]
+    assert all(r["fwd_ms"] is None and r["note"] == "not run: device time" for r in full[1:])
+
+
 def test_cli_parsing():
     args = bench.parse_args(["--n", "4096", "--window", "256", "dense", "--d", "64", "--fwd-only"])
     assert args.n == [4096] and args.windows == [256, None] and args.d == [64] and args.fwd_only
