@@ -1,1 +1,21 @@
-"""Triton kernels."""
+"""Triton kernels for Dynamic Mask Attention, importable as ``dma_ref.kernels``.
+
+Import after ``dma_ref.setup_device()`` (on a CPU it must switch the Triton interpreter on
+before any kernel is defined).
+
+* ``dma_attention(q, k, v, s, window, *, causal=True, scale=None, mode="row")``: the autograd
+  Function (forward.py, backward.py, autograd.py).
+* The mask builder, timed separately by the benchmark: ``build_lifetimes(s, w)`` (the exact
+  ``e_j`` of DESIGN.md 3.5, lifetimes.py), ``global_lifetimes``, ``block_key_lists(e, Q, BQ)``
+  (per-query-block key lists, blocks.py) and ``build_plan`` (everything one call needs).
+"""
+
+from .autograd import BWD_CONFIG, FWD_CONFIG, HEAD_DIMS, KernelConfig, dma_attention
+from .blocks import KeyPlan, block_key_lists, build_plan, topw_key_lists
+from .lifetimes import build_lifetimes, global_lifetimes, running_threshold_scan
+
+__all__ = [
+    "dma_attention", "KernelConfig", "FWD_CONFIG", "BWD_CONFIG", "HEAD_DIMS",
+    "build_lifetimes", "global_lifetimes", "running_threshold_scan",
+    "block_key_lists", "topw_key_lists", "build_plan", "KeyPlan",
+]

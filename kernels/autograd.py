@@ -1,0 +1,192 @@
+"""``dma_attention``: the Triton DMA forward and backward behind one autograd Function.
+
+    plan  = build_plan(s, w)                       (lifetimes e + per-query-block key lists)
+    o, lse = dma_fwd_kernel(q, k, v, s, plan)      (forward.py)
+    dq, dk, dv, ds = dma_bwd_kernel(..., lse, Delta = rowsum(dO * O))   (backward.py)
+
+The selection (the plan) is a constant of the forward pass, as in ``dma_ref.naive_dma_attention``
+(top-k is not differentiated); gradients reach q, k, v and s.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import triton
+
+from dma_ref.validate import check_mode, check_qkv, check_scores, check_window, default_scale
+
+from .backward import dma_bwd_kernel
+from .blocks import KeyPlan, block_key_lists, build_plan
+from .forward import LOG2E, dma_fwd_kernel
+
+__all__ = ["dma_attention", "KernelConfig", "FWD_CONFIG", "BWD_CONFIG", "HEAD_DIMS",
+           "dma_forward", "dma_backward"]
+
+HEAD_DIMS = (16, 32, 64, 128, 256)
+DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+@dataclass(frozen=True)
+class KernelConfig:
+    """Launch shape: ``rows`` = GH * BLOCK_Q packed query rows per program (GH = query heads of
+    one KV group packed together, at most ``max_heads``), ``block_n`` keys per tile."""
+
+    rows: int = 128
+    block_n: int = 32
+    num_warps: int = 4
+    num_stages: int = 3
+    max_heads: int = 8
+
+
+FWD_CONFIG = KernelConfig(rows=128, block_n=32, num_warps=4, num_stages=3)
+BWD_CONFIG = KernelConfig(rows=128, block_n=64, num_warps=8, num_stages=1)
+# The interpreter runs programs one after another in NumPy: small tiles keep tests fast.
+INTERP_CONFIG = KernelConfig(rows=32, block_n=16, num_warps=1, num_stages=1, max_heads=4)
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def _shape(cfg: KernelConfig, G: int, Q: int) -> tuple[int, int]:
+    """(GH, BLOCK_Q): heads packed per program and query positions per block (M >= 16)."""
+    GH = min(triton.next_power_of_2(G), cfg.max_heads)
+    bq = max(1, cfg.rows // GH)
+    bq = min(bq, triton.next_power_of_2(Q))              # decoding: do not pad Q = 1 to 128 rows
+    bq = max(bq, -(-16 // GH))                           # tl.dot needs M = GH * BLOCK_Q >= 16
+    return GH, triton.next_power_of_2(bq)
+
+
+def _prec(dtype: torch.dtype) -> str:
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def dma_forward(q, k, v, s32, plan: KeyPlan, scale: float, cfg: KernelConfig, GH: int):
+    """Launch the forward. Returns ``(o [B, Hq, Q, D] in q's dtype, lse [B, Hq, Q] fp32)``."""
+    B, Hq, Q, D = q.shape
+    Hkv, K = k.shape[1], k.shape[2]
+    G = Hq // Hkv
+    n_hg = -(-G // GH)
+    o = torch.empty_like(q)
+    lse = torch.empty(B, Hq, Q, dtype=torch.float32, device=q.device)
+    grid = (plan.n_qb, B * Hkv * n_hg)
+    dma_fwd_kernel[grid](
+        q, k, v, s32, plan.e, plan.idx, plan.start, plan.count, o, lse,
+        Q, K, G, plan.n_qb, n_hg, scale * LOG2E,
+        BLOCK_Q=plan.block_q, GH=GH, BLOCK_N=cfg.block_n, HEAD_D=D, CAUSAL=plan.causal,
+        DENSE=plan.dense, PREC=_prec(q.dtype), num_warps=cfg.num_warps,
+        num_stages=cfg.num_stages)
+    return o, lse
+
+
+def dma_backward(do, q, k, v, s32, o, lse, plan: KeyPlan, scale: float, cfg: KernelConfig,
+                 GH: int):
+    """Launch the backward. Returns ``(dq, dk32, dv32, ds32)``; dk, dv, ds in fp32."""
+    B, Hq, Q, D = q.shape
+    Hkv, K = k.shape[1], k.shape[2]
+    G = Hq // Hkv
+    n_hg = -(-G // GH)
+    delta = (do.float() * o.float()).sum(-1)                         # [B, Hq, Q]
+    dq = torch.empty_like(q)
+    dk = torch.zeros(B, Hkv, K, D, dtype=torch.float32, device=q.device)
+    dv = torch.zeros_like(dk)
+    ds = torch.zeros(B, Hkv, K, dtype=torch.float32, device=q.device)
+    grid = (plan.n_qb, B * Hkv * n_hg)
+    dma_bwd_kernel[grid](
+        q, k, v, s32, plan.e, plan.idx, plan.start, plan.count, do, lse, delta, dq, dk, dv, ds,
+        Q, K, G, plan.n_qb, n_hg, scale * LOG2E, scale,
+        BLOCK_Q=plan.block_q, GH=GH, BLOCK_N=cfg.block_n, HEAD_D=D, CAUSAL=plan.causal,
+        DENSE=plan.dense, PREC=_prec(q.dtype), num_warps=cfg.num_warps,
+        num_stages=cfg.num_stages)
+    return dq, dk, dv, ds
+
+
+def _replan(plan: KeyPlan, Q: int, block_q: int) -> KeyPlan:
+    """The same selection with key lists for another query block size."""
+    if plan.block_q == block_q:
+        return plan
+    n_qb = -(-Q // block_q)
+    if plan.dense:
+        return KeyPlan(plan.causal, True, block_q, n_qb, plan.e, plan.idx, plan.start, plan.count)
+    if not plan.causal:                       # every block lists the same top-w set
+        BH = plan.start.shape[0]
+        start = plan.start[:, :1].expand(BH, n_qb).contiguous()
+        count = plan.count[:, :1].expand(BH, n_qb).contiguous()
+        return KeyPlan(False, False, block_q, n_qb, plan.e, plan.idx, start, count)
+    idx, start, count = block_key_lists(plan.e, Q, block_q)
+    return KeyPlan(True, False, block_q, n_qb, plan.e, idx, start, count)
+
+
+class _DMAFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, s, window, causal, scale, mode, fwd_cfg, bwd_cfg):
+        B, Hq, Q, D = q.shape
+        G = Hq // k.shape[1]
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+        s32 = s.detach().to(torch.float32).contiguous()
+        GH, bq = _shape(fwd_cfg, G, Q)
+        plan = build_plan(s.detach(), window, Q, causal=causal, mode=mode, block_q=bq)
+        o, lse = dma_forward(q, k, v, s32, plan, scale, fwd_cfg, GH)
+        ctx.save_for_backward(q, k, v, s32, o, lse)
+        ctx.plan, ctx.scale, ctx.bwd_cfg, ctx.s_dtype = plan, scale, bwd_cfg, s.dtype
+        ctx.mark_non_differentiable(lse)
+        return o, lse
+
+    @staticmethod
+    def backward(ctx, do, _dlse):
+        q, k, v, s32, o, lse = ctx.saved_tensors
+        G = q.shape[1] // k.shape[1]
+        GH, bq = _shape(ctx.bwd_cfg, G, q.shape[2])
+        plan = _replan(ctx.plan, q.shape[2], bq)
+        dq, dk, dv, ds = dma_backward(do.contiguous(), q, k, v, s32, o, lse, plan, ctx.scale,
+                                      ctx.bwd_cfg, GH)
+        return (dq, dk.to(k.dtype), dv.to(v.dtype), ds.to(ctx.s_dtype),
+                None, None, None, None, None, None)
+
+
+def dma_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Tensor,
+                  window: int, *, causal: bool = True, scale: float | None = None,
+                  mode: str = "row", return_lse: bool = False,
+                  fwd_config: KernelConfig | None = None, bwd_config: KernelConfig | None = None):
+    """Dynamic Mask Attention with Triton kernels; differentiable in q, k, v and s.
+
+    q ``[B, Hq, Q, D]``; k, v ``[B, Hkv, K, D]`` (Hq = G * Hkv); s ``[B, Hkv, K]`` (any float
+    dtype; used in fp32); ``Q <= K``, query row i at position ``K - Q + i``; D in
+    {16, 32, 64, 128, 256}; q, k, v in fp16, bf16 or fp32. ``window`` = w, ``mode`` "row" or
+    "global", ``scale`` defaults to ``D ** -0.5``. Returns o ``[B, Hq, Q, D]`` in q's dtype (and
+    ``lse [B, Hq, Q]`` fp32, natural log, with ``return_lse``). Equals
+    ``dma_ref.naive_dma_attention``; rows with no kept key give ``o = 0`` and ``lse = -inf``.
+    dk, dv and ds are accumulated with fp32 atomic adds: their last bits vary between runs.
+    """
+    B, Hq, Hkv, Q, K, D = check_qkv(q, k, v)
+    if q.dtype not in DTYPES:
+        raise TypeError(f"dma_attention supports q, k, v in float16, bfloat16 or float32; got "
+                        f"{q.dtype} (use dma_ref.naive_dma_attention for {q.dtype})")
+    check_scores(s, B, Hkv, K, q.device)
+    w = check_window(window)
+    check_mode(mode)
+    if not isinstance(causal, bool):
+        raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
+    scale = default_scale(scale, D)
+    if Q > K:
+        raise ValueError(f"q has Q={Q} rows but k has K={K}: dma_attention needs Q <= K "
+                         "(query row i sits at position K - Q + i)")
+    if D not in HEAD_DIMS:
+        raise ValueError(f"head dim D={D} (last dim of q [B, Hq, Q, D]) is not supported; "
+                         f"use one of {HEAD_DIMS}")
+    if q.device.type != "cuda" and not _interpreting():
+        raise RuntimeError(f"q is on {q.device}: the Triton kernels need a CUDA device, or "
+                           "TRITON_INTERPRET=1 set before dma_ref.kernels is imported "
+                           "(call dma_ref.setup_device() first)")
+    interp = _interpreting()
+    fwd_cfg = fwd_config or (INTERP_CONFIG if interp else FWD_CONFIG)
+    bwd_cfg = bwd_config or (INTERP_CONFIG if interp else BWD_CONFIG)
+    if q.numel() == 0 or K == 0:
+        o = torch.zeros_like(q) + 0 * (k.sum() + v.sum() + s.sum())
+        lse = torch.full((B, Hq, Q), float("-inf"), dtype=torch.float32, device=q.device)
+        return (o, lse) if return_lse else o
+    o, lse = _DMAFunction.apply(q, k, v, s, w, causal, scale, mode, fwd_cfg, bwd_cfg)
+    return (o, lse) if return_lse else o

@@ -1,0 +1,112 @@
+"""The DMA backward kernel: query-major over the same key unions as the forward.
+
+One program = the same ``GH * BLOCK_Q`` packed rows as the forward. With ``Delta_i =
+sum_d dO_id O_id`` (computed before the launch) and the forward's ``lse``, for every visited tile
+of keys (the off-diagonal list, then the diagonal range)::
+
+    P_ij  = exp(scale q_i . k_j + s_j - lse_i)         (kept pairs; 0 elsewhere and on empty rows)
+    dP_ij = dO_i . v_j
+    dS_ij = P_ij (dP_ij - Delta_i)                      (gradient of the logit)
+    dQ_i += scale * sum_j dS_ij k_j                     (accumulated in registers, stored once)
+    dK_j += scale * sum_i dS_ij q_i,  dV_j += sum_i P_ij dO_i,  ds_j += sum_i dS_ij
+
+dK, dV and ds of a key receive contributions from several query blocks (every block whose union
+holds it), so they are accumulated with fp32 atomic adds into fp32 buffers; the G query heads of
+a group are summed inside the program first (GQA packing cuts the atomics by GH). Atomic adds
+make dk, dv and ds non-deterministic in their last bits (the order of the additions varies);
+dq is deterministic.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _bwd_tile(q, do, dq, lse2, delta, Kp, Vp, Sp, Ep, DK, DV, DS, kv_base, bh, j, col_ok, p,
+              row_ok, n_k, qk_scale, scale, HEAD_D: tl.constexpr, CAUSAL: tl.constexpr,
+              USE_E: tl.constexpr, PREC: tl.constexpr):
+    d = tl.arange(0, HEAD_D)
+    koff = kv_base + j.to(tl.int64)[:, None] * HEAD_D + d[None, :]
+    k = tl.load(Kp + koff, mask=col_ok[:, None], other=0.0)
+    v = tl.load(Vp + koff, mask=col_ok[:, None], other=0.0)
+    sj = tl.load(Sp + bh * n_k + j, mask=col_ok, other=0.0)
+    x = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale + (sj * 1.4426950408889634)[None, :]
+    keep = row_ok[:, None] & col_ok[None, :]
+    if CAUSAL:
+        keep = keep & (j[None, :] <= p[:, None])
+    if USE_E:
+        ej = tl.load(Ep + bh * n_k + j, mask=col_ok, other=0)
+        keep = keep & (p[:, None] < ej[None, :])
+    pt = tl.where(keep, tl.exp2(x - lse2[:, None]), 0.0)
+    dp = tl.dot(do, tl.trans(v), input_precision=PREC)
+    ds = pt * (dp - delta[:, None])
+    dq += tl.dot(ds.to(k.dtype), k, input_precision=PREC)
+    dv_t = tl.dot(tl.trans(pt.to(do.dtype)), do, input_precision=PREC)
+    dk_t = tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=PREC) * scale
+    tl.atomic_add(DV + koff, dv_t, mask=col_ok[:, None], sem="relaxed")
+    tl.atomic_add(DK + koff, dk_t, mask=col_ok[:, None], sem="relaxed")
+    tl.atomic_add(DS + bh * n_k + j, tl.sum(ds, 0), mask=col_ok, sem="relaxed")
+    return dq
+
+
+@triton.jit
+def dma_bwd_kernel(Qp, Kp, Vp, Sp, Ep, IDX, START, CNT, DOp, LSE, DELTA, DQ, DK, DV, DS,
+                   n_q, n_k, G, n_qb, n_hg, qk_scale, scale,
+                   BLOCK_Q: tl.constexpr, GH: tl.constexpr, BLOCK_N: tl.constexpr,
+                   HEAD_D: tl.constexpr, CAUSAL: tl.constexpr, DENSE: tl.constexpr,
+                   PREC: tl.constexpr):
+    """Shapes as ``dma_fwd_kernel``; dO, dQ like q; LSE, DELTA fp32 ``[B*Hq, Q]``; DK, DV fp32
+    ``[B*Hkv, K, D]`` and DS fp32 ``[B*Hkv, K]``, zero-initialised, accumulated atomically."""
+    qb = tl.program_id(0)
+    pid = tl.program_id(1)
+    bh = pid // n_hg
+    hg = pid % n_hg
+    M: tl.constexpr = GH * BLOCK_Q
+    rows = tl.arange(0, M)
+    g = hg * GH + rows // BLOCK_Q
+    i = qb * BLOCK_Q + rows % BLOCK_Q
+    row_ok = (g < G) & (i < n_q)
+    p = n_k - n_q + i
+    hrow = (bh * G + g).to(tl.int64) * n_q + i
+    qrow = hrow * HEAD_D
+    d = tl.arange(0, HEAD_D)
+    q = tl.load(Qp + qrow[:, None] + d[None, :], mask=row_ok[:, None], other=0.0)
+    do = tl.load(DOp + qrow[:, None] + d[None, :], mask=row_ok[:, None], other=0.0)
+    lse = tl.load(LSE + hrow, mask=row_ok, other=float("-inf"))
+    # Empty rows (lse = -inf): use +inf so that P = 2^(x - inf) = 0 instead of NaN.
+    lse2 = tl.where(lse == float("-inf"), float("inf"), lse * 1.4426950408889634)
+    delta = tl.load(DELTA + hrow, mask=row_ok, other=0.0)
+    kv_base = bh.to(tl.int64) * n_k * HEAD_D
+    dq = tl.zeros([M, HEAD_D], tl.float32)
+    p0 = n_k - n_q + qb * BLOCK_Q
+    p1 = n_k - n_q + tl.minimum(qb * BLOCK_Q + BLOCK_Q, n_q) - 1
+    USE_E: tl.constexpr = CAUSAL and not DENSE
+
+    if DENSE:
+        lst = 0
+        if CAUSAL:
+            n_list = p0
+        else:
+            n_list = n_k
+    else:
+        lst = tl.load(START + bh * n_qb + qb)
+        n_list = tl.load(CNT + bh * n_qb + qb)
+    for c in range(0, n_list, BLOCK_N):
+        cols = c + tl.arange(0, BLOCK_N)
+        col_ok = cols < n_list
+        if DENSE:
+            j = cols
+        else:
+            j = tl.load(IDX + lst + cols, mask=col_ok, other=0)
+        dq = _bwd_tile(q, do, dq, lse2, delta, Kp, Vp, Sp, Ep, DK, DV, DS, kv_base, bh, j,
+                       col_ok, p, row_ok, n_k, qk_scale, scale, HEAD_D, CAUSAL, USE_E, PREC)
+    if CAUSAL:
+        for c in range(p0, p1 + 1, BLOCK_N):
+            j = c + tl.arange(0, BLOCK_N)
+            col_ok = j <= p1
+            dq = _bwd_tile(q, do, dq, lse2, delta, Kp, Vp, Sp, Ep, DK, DV, DS, kv_base, bh, j,
+                           col_ok, p, row_ok, n_k, qk_scale, scale, HEAD_D, CAUSAL, USE_E, PREC)
+    tl.store(DQ + qrow[:, None] + d[None, :], (dq * scale).to(DQ.dtype.element_ty),
+             mask=row_ok[:, None])
