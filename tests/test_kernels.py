@@ -1,0 +1,162 @@
+"""``dma_ref.kernels.dma_attention`` (Triton, interpreter on a CPU) against the naive reference.
+
+Every case runs the kernels in fp32 and ``dma_ref.naive_dma_attention`` in float64 on the same
+(upcast) inputs and compares o, lse and the four gradients (q, k, v, s). Fresh random inputs on
+every run. The interpreter computes bf16 ``tl.dot`` wrongly, so low precisions are tested on the
+GPU only (tests/gpu/test_kernels_gpu.py).
+
+Tolerances: fp32 kernels vs float64 typically differ by ~1e-6 absolute on O(1) values here;
+``atol = 2e-5, rtol = 1e-4`` leaves a margin without hiding a wrong mask (a single wrongly kept
+or dropped key moves o by ~1e-2).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from dma_ref import naive_dma_attention
+from dma_ref.kernels import KernelConfig, dma_attention
+
+ATOL, RTOL = 2e-5, 1e-4
+
+
+def make_inputs(B, Hq, Hkv, Q, K, D, *, ties: int = 0, dtype=torch.float32):
+    q = torch.randn(B, Hq, Q, D, dtype=dtype)
+    k = torch.randn(B, Hkv, K, D, dtype=dtype)
+    v = torch.randn(B, Hkv, K, D, dtype=dtype)
+    s = torch.randn(B, Hkv, K, dtype=dtype)
+    if ties:
+        s = (s * ties / 4).round()                      # few distinct values: many ties
+    return q, k, v, s
+
+
+def check_against_naive(q, k, v, s, w, *, causal=True, mode="row", scale=None, **cfg):
+    leaves = [t.clone().requires_grad_(True) for t in (q, k, v, s)]
+    o, lse = dma_attention(*leaves, w, causal=causal, mode=mode, scale=scale, return_lse=True,
+                           **cfg)
+    do = torch.randn_like(o)
+    grads = torch.autograd.grad(o, leaves, do)
+
+    ref_leaves = [t.double().requires_grad_(True) for t in (q, k, v, s)]
+    o_ref, lse_ref = naive_dma_attention(*ref_leaves, w, causal=causal, mode=mode, scale=scale,
+                                         return_lse=True)
+    ref_grads = torch.autograd.grad(o_ref, ref_leaves, do.double())
+
+    assert o.dtype == q.dtype and lse.dtype == torch.float32
+    assert not any(torch.isnan(t).any() for t in (o, lse, *grads))
+    torch.testing.assert_close(o.double(), o_ref, atol=ATOL, rtol=RTOL)
+    torch.testing.assert_close(lse, lse_ref, atol=ATOL, rtol=RTOL)      # -inf rows must match
+    for name, g, g_ref in zip(("dq", "dk", "dv", "ds"), grads, ref_grads):
+        torch.testing.assert_close(g.double(), g_ref, atol=ATOL, rtol=RTOL, msg=lambda m: f"{name}: {m}")
+    return o, lse
+
+
+# (B, Hq, Hkv, Q, K, D, w, ties)
+ROW_CASES = [
+    (1, 1, 1, 1, 1, 16, 1, 0),            # one token
+    (1, 4, 1, 17, 17, 16, 1, 0),          # w = 1, MQA 4:1
+    (1, 4, 1, 17, 17, 32, 5, 2),          # ties
+    (1, 3, 3, 67, 67, 16, 13, 0),         # MHA 3:3
+    (2, 4, 1, 67, 67, 16, 13, 3),         # GQA 4:1, ties, batch 2
+    (1, 6, 2, 67, 67, 16, 13, 0),         # G = 3 (not a power of two)
+    (1, 4, 2, 130, 130, 16, 13, 1),       # heavy ties
+    (1, 2, 1, 130, 130, 64, 40, 0),
+    (1, 4, 1, 20, 67, 16, 13, 0),         # Q < K (chunked prefill)
+    (1, 4, 2, 1, 130, 32, 13, 2),         # Q = 1 (decoding)
+    (1, 2, 2, 67, 67, 16, 67, 0),         # w = K: dense path
+    (1, 4, 1, 30, 130, 16, 500, 0),       # w > K, Q < K: dense path
+]
+
+
+@pytest.mark.parametrize("B,Hq,Hkv,Q,K,D,w,ties", ROW_CASES)
+def test_row_causal(B, Hq, Hkv, Q, K, D, w, ties):
+    check_against_naive(*make_inputs(B, Hq, Hkv, Q, K, D, ties=ties), w)
+
+
+@pytest.mark.parametrize("B,Hq,Hkv,Q,K,D,w,ties", [
+    (1, 4, 1, 67, 67, 16, 13, 0),
+    (1, 3, 3, 130, 130, 16, 5, 3),
+    (1, 4, 2, 17, 67, 32, 13, 0),
+    (1, 2, 1, 1, 67, 16, 1, 0),
+    (1, 2, 1, 40, 40, 16, 64, 0),
+])
+def test_global_causal(B, Hq, Hkv, Q, K, D, w, ties):
+    o, lse = check_against_naive(*make_inputs(B, Hq, Hkv, Q, K, D, ties=ties), w, mode="global")
+
+
+def test_global_empty_rows_are_zero_not_nan():
+    """Global mode keeps only the w best keys of all K: early rows can keep nothing."""
+    q, k, v, s = make_inputs(1, 2, 1, 40, 40, 16)
+    s[..., :20] -= 100.0                                # the top-w set lies in the second half
+    o, lse = check_against_naive(q, k, v, s, 5, mode="global")
+    assert (lse[..., :20] == -math.inf).all()
+    assert (o[..., :20, :] == 0).all()
+
+
+@pytest.mark.parametrize("mode", ["row", "global"])
+@pytest.mark.parametrize("Q,K,w", [(67, 67, 13), (17, 67, 1), (1, 130, 20), (30, 30, 64)])
+def test_non_causal(mode, Q, K, w):
+    check_against_naive(*make_inputs(1, 4, 2, Q, K, 16), w, causal=False, mode=mode)
+
+
+def test_scale_and_minus_inf_scores():
+    q, k, v, s = make_inputs(1, 2, 1, 67, 67, 16)
+    s[..., 1::7] = -math.inf                            # allowed: such keys get zero weight
+    # (not key 0: a row whose kept keys all have s = -inf makes the naive reference's dq NaN)
+    check_against_naive(q, k, v, s, 13, scale=0.3)
+
+
+@pytest.mark.parametrize("D", [128, 256])
+def test_large_head_dims(D):
+    check_against_naive(*make_inputs(1, 2, 1, 33, 33, D), 9)
+
+
+@pytest.mark.parametrize("fwd,bwd", [
+    (KernelConfig(rows=16, block_n=16, max_heads=2), KernelConfig(rows=64, block_n=32)),
+    (KernelConfig(rows=64, block_n=64, max_heads=1), KernelConfig(rows=16, block_n=16, max_heads=1)),
+])
+def test_block_configs(fwd, bwd):
+    """Other tile shapes, head groups split across programs (max_heads < G) and a backward whose
+    query blocks differ from the forward's (the key lists are rebuilt)."""
+    check_against_naive(*make_inputs(1, 4, 1, 67, 67, 16, ties=2), 13, fwd_config=fwd,
+                        bwd_config=bwd)
+
+
+def test_longer_sequence():
+    check_against_naive(*make_inputs(1, 4, 2, 512, 512, 32, ties=3), 64)
+
+
+def test_dma_attention_is_causal_in_row_mode():
+    """Changing the future (k, v, s after position t) leaves rows <= t unchanged."""
+    q, k, v, s = make_inputs(1, 2, 1, 67, 67, 16)
+    o = dma_attention(q, k, v, s, 9)
+    k2, v2, s2 = k.clone(), v.clone(), s.clone()
+    k2[..., 40:, :] += 1.0
+    v2[..., 40:, :] -= 2.0
+    s2[..., 40:] += 5.0
+    o2 = dma_attention(q, k2, v2, s2, 9)
+    torch.testing.assert_close(o2[..., :40, :], o[..., :40, :], rtol=0, atol=0)
+    assert (o2[..., 40:, :] - o[..., 40:, :]).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("kwargs,exc,words", [
+    (dict(dtype=torch.float64), TypeError, "float64"),
+    (dict(D=24), ValueError, "D=24"),
+    (dict(Q=10, K=5), ValueError, "Q <= K"),
+    (dict(w=0), ValueError, "window"),
+    (dict(mode="rows"), ValueError, "mode"),
+    (dict(s_shape=(1, 2, 5)), ValueError, "s must have shape"),
+    (dict(Hq=3, Hkv=2), ValueError, "multiple"),
+])
+def test_errors(kwargs, exc, words):
+    B, Hq, Hkv = 1, kwargs.get("Hq", 2), kwargs.get("Hkv", 1)
+    Q, K, D = kwargs.get("Q", 8), kwargs.get("K", 8), kwargs.get("D", 16)
+    dtype = kwargs.get("dtype", torch.float32)
+    q, k, v, s = make_inputs(B, Hq, Hkv, Q, K, D, dtype=dtype)
+    if "s_shape" in kwargs:
+        s = torch.randn(*kwargs["s_shape"])
+    with pytest.raises(exc, match=words):
+        dma_attention(q, k, v, s, kwargs.get("w", 4), mode=kwargs.get("mode", "row"))
