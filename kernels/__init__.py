@@ -15,7 +15,16 @@ from .blocks import KeyPlan, block_key_lists, build_plan, topw_key_lists
 from .lifetimes import build_lifetimes, global_lifetimes, running_threshold_scan
 
 __all__ = [
-    "dma_attention", "KernelConfig", "FWD_CONFIG", "BWD_CONFIG", "HEAD_DIMS",
-    "build_lifetimes", "global_lifetimes", "running_threshold_scan",
-    "block_key_lists", "topw_key_lists", "build_plan", "KeyPlan",
+    "BWD_CONFIG",
+    "FWD_CONFIG",
+    "HEAD_DIMS",
+    "KernelConfig",
+    "KeyPlan",
+    "block_key_lists",
+    "build_lifetimes",
+    "build_plan",
+    "dma_attention",
+    "global_lifetimes",
+    "running_threshold_scan",
+    "topw_key_lists",
 ]

@@ -22,8 +22,15 @@ from .backward import dma_bwd_kernel
 from .blocks import KeyPlan, block_key_lists, build_plan
 from .forward import LOG2E, dma_fwd_kernel
 
-__all__ = ["dma_attention", "KernelConfig", "FWD_CONFIG", "BWD_CONFIG", "HEAD_DIMS",
-           "dma_forward", "dma_backward"]
+__all__ = [
+    "BWD_CONFIG",
+    "FWD_CONFIG",
+    "HEAD_DIMS",
+    "KernelConfig",
+    "dma_attention",
+    "dma_backward",
+    "dma_forward",
+]
 
 HEAD_DIMS = (16, 32, 64, 128, 256)
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -123,7 +130,7 @@ def _replan(plan: KeyPlan, Q: int, block_q: int) -> KeyPlan:
 class _DMAFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, s, window, causal, scale, mode, fwd_cfg, bwd_cfg):
-        B, Hq, Q, D = q.shape
+        _B, Hq, Q, _D = q.shape
         G = Hq // k.shape[1]
         q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
         s32 = s.detach().to(torch.float32).contiguous()

@@ -26,7 +26,7 @@ from dma_ref.mask import key_ranks
 
 from .lifetimes import build_lifetimes, global_lifetimes
 
-__all__ = ["KeyPlan", "block_key_lists", "topw_key_lists", "build_plan"]
+__all__ = ["KeyPlan", "block_key_lists", "build_plan", "topw_key_lists"]
 
 
 @dataclass

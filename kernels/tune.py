@@ -21,8 +21,7 @@ import torch
 import triton
 from triton.testing import do_bench
 
-from .autograd import (BWD_CONFIG, FWD_CONFIG, KernelConfig, _shape, dma_attention,
-                       dma_forward)
+from .autograd import BWD_CONFIG, FWD_CONFIG, KernelConfig, _shape, dma_attention, dma_forward
 from .blocks import build_plan
 from .lifetimes import build_lifetimes
 
@@ -84,8 +83,9 @@ def bench_n(N: int, w: int, fwd_cands, bwd_cands) -> dict:
             if o_ref is None:
                 o_ref = o
             res["check"]["fwd " + cfg_name(c)] = rel(o, o_ref)
-            res["fwd"][cfg_name(c)] = do_bench(lambda: dma_forward(q, k, v, s32, plan_c, scale, c, GH))
-        except Exception as err:                                  # e.g. out of shared memory
+            res["fwd"][cfg_name(c)] = do_bench(
+                lambda c=c, plan_c=plan_c, GH=GH: dma_forward(q, k, v, s32, plan_c, scale, c, GH))
+        except Exception as err:  # noqa: BLE001 - e.g. out of shared memory: report, go on
             res["fwd"][cfg_name(c)] = f"failed: {type(err).__name__}: {str(err)[:120]}"
     res["fwd_with_mask_ms"] = do_bench(lambda: dma_attention(q, k, v, s, w))
     leaves = [t.requires_grad_(True) for t in (q, k, v, s)]
@@ -100,7 +100,7 @@ def bench_n(N: int, w: int, fwd_cands, bwd_cands) -> dict:
                 g_ref = grads
             res["check"]["bwd " + cfg_name(c)] = max(rel(a, b) for a, b in zip(grads, g_ref))
             res["fwdbwd"][cfg_name(c)] = do_bench(step)
-        except Exception as err:
+        except Exception as err:  # noqa: BLE001 - report the failing config, go on
             res["fwdbwd"][cfg_name(c)] = f"failed: {type(err).__name__}: {str(err)[:120]}"
     for t in leaves:
         t.requires_grad_(False)

@@ -11,14 +11,19 @@ from __future__ import annotations
 
 import pytest
 import torch
+from dma_ref.kernels import (
+    block_key_lists,
+    build_lifetimes,
+    build_plan,
+    global_lifetimes,
+    topw_key_lists,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dma_ref import dma_mask, key_lifetimes
 from dma_ref.lifetimes import mask_from_lifetimes
 from dma_ref.tiling import block_positions
-from dma_ref.kernels import (block_key_lists, build_lifetimes, build_plan, global_lifetimes,
-                             topw_key_lists)
 
 
 def scores(B: int, H: int, K: int, seed: int, ties: int) -> torch.Tensor:

@@ -16,9 +16,9 @@ import math
 
 import pytest
 import torch
+from dma_ref.kernels import KernelConfig, dma_attention
 
 from dma_ref import naive_dma_attention
-from dma_ref.kernels import KernelConfig, dma_attention
 
 ATOL, RTOL = 2e-5, 1e-4
 
@@ -50,7 +50,7 @@ def check_against_naive(q, k, v, s, w, *, causal=True, mode="row", scale=None, *
     torch.testing.assert_close(o.double(), o_ref, atol=ATOL, rtol=RTOL)
     torch.testing.assert_close(lse, lse_ref, atol=ATOL, rtol=RTOL)      # -inf rows must match
     for name, g, g_ref in zip(("dq", "dk", "dv", "ds"), grads, ref_grads):
-        torch.testing.assert_close(g.double(), g_ref, atol=ATOL, rtol=RTOL, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(g.double(), g_ref, atol=ATOL, rtol=RTOL, msg=lambda m, name=name: f"{name}: {m}")
     return o, lse
 
 
@@ -84,7 +84,7 @@ def test_row_causal(B, Hq, Hkv, Q, K, D, w, ties):
     (1, 2, 1, 40, 40, 16, 64, 0),
 ])
 def test_global_causal(B, Hq, Hkv, Q, K, D, w, ties):
-    o, lse = check_against_naive(*make_inputs(B, Hq, Hkv, Q, K, D, ties=ties), w, mode="global")
+    _o, _lse = check_against_naive(*make_inputs(B, Hq, Hkv, Q, K, D, ties=ties), w, mode="global")
 
 
 def test_global_empty_rows_are_zero_not_nan():
@@ -143,13 +143,13 @@ def test_dma_attention_is_causal_in_row_mode():
 
 
 @pytest.mark.parametrize("kwargs,exc,words", [
-    (dict(dtype=torch.float64), TypeError, "float64"),
-    (dict(D=24), ValueError, "D=24"),
-    (dict(Q=10, K=5), ValueError, "Q <= K"),
-    (dict(w=0), ValueError, "window"),
-    (dict(mode="rows"), ValueError, "mode"),
-    (dict(s_shape=(1, 2, 5)), ValueError, "s must have shape"),
-    (dict(Hq=3, Hkv=2), ValueError, "multiple"),
+    ({"dtype": torch.float64}, TypeError, "float64"),
+    ({"D": 24}, ValueError, "D=24"),
+    ({"Q": 10, "K": 5}, ValueError, "Q <= K"),
+    ({"w": 0}, ValueError, "window"),
+    ({"mode": "rows"}, ValueError, "mode"),
+    ({"s_shape": (1, 2, 5)}, ValueError, "s must have shape"),
+    ({"Hq": 3, "Hkv": 2}, ValueError, "multiple"),
 ])
 def test_errors(kwargs, exc, words):
     B, Hq, Hkv = 1, kwargs.get("Hq", 2), kwargs.get("Hkv", 1)

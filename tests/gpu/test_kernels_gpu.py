@@ -61,7 +61,7 @@ def test_low_precision_vs_float64(dtype, B, Hq, Hkv, Q, K, D, w, causal, mode):
     from dma_ref.kernels import dma_attention
 
     q, k, v, s, do = make_inputs(B, Hq, Hkv, Q, K, D, dtype)
-    kw = dict(window=w, causal=causal, mode=mode)
+    kw = {"window": w, "causal": causal, "mode": mode}
     ref = run(naive_dma_attention, [t.double() for t in (q, k, v, s)], do.double(), **kw)
     low = run(naive_dma_attention, [q, k, v, s], do, **kw)
     got = run(dma_attention, [q, k, v, s], do, **kw)
