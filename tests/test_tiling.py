@@ -176,3 +176,26 @@ def test_union_sizes_count_equals_union_keys_at_scale():
         for r in range(2):
             assert int(sizes[r, 0, b]) == len(tiling.union_keys(e[r, 0], p_min, p_max))
     assert int(sizes.max()) <= w + BM - 1
+
+
+def test_viz_tiles_data_and_figures():
+    """viz.tiles: union_growth equals tile_stats per N; every plot function draws."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from dma_ref.viz import tiles as viz_tiles
+
+    Ns = [200, 333]
+    data = viz_tiles.union_growth(Ns, 17, 16, 8, Hkv=1, seed=3)
+    g = torch.Generator().manual_seed(3)
+    for n_index, N in enumerate(Ns):
+        e = dma_ref.key_lifetimes(torch.randn(1, 1, N, generator=g), 17)
+        st = tiling.tile_stats(e, 16, 8)
+        for key in ("union_mean", "union_max", "kept_fraction", "tile_fraction", "work_ratio"):
+            assert data[key][n_index] == pytest.approx(st[key])
+    e = dma_ref.key_lifetimes(torch.randn(1, 1, 64), 8)[0, 0]
+    for fig in (viz_tiles.plot_tile_map(e, 16, 16), viz_tiles.plot_block_union(e, 1, 16),
+                viz_tiles.plot_union_growth(Ns, data, 17, 16), viz_tiles.plot_gqa_packing(G=2)):
+        assert fig.axes
+        plt.close(fig)
