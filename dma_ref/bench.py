@@ -401,13 +401,18 @@ def prepare_dma_triton(case: Case, w: int, timer: Timer) -> Prepared:
         raise _Unavailable(f"not available: dma_ref.kernels.dma_attention ({err})") from err
 
     q, k, v, s, do = case.q, case.k, case.v, case.s, case.do
+    sd = s.detach()
     notes = []
-    builder = kernel_builder()
-    if builder is not None:
-        sd = s.detach()
-        notes.append(f"build_ms={timer(lambda: builder(sd, w)):.4f}")
-    else:
-        notes.append("builder: not exported by dma_ref.kernels")
+    try:
+        # The whole mask construction one call does (lifetimes + per-block key lists), with the
+        # forward's query-block size, and the lifetime scan alone.
+        from dma_ref.kernels import FWD_CONFIG, build_lifetimes, build_plan
+        from dma_ref.kernels.autograd import _shape
+        _, bq = _shape(FWD_CONFIG, case.G, case.q.shape[2])
+        notes.append(f"build_ms={timer(lambda: build_plan(sd, w, case.q.shape[2], block_q=bq)):.4f}")
+        notes.append(f"lifetimes_ms={timer(lambda: build_lifetimes(sd, w)):.4f}")
+    except (ImportError, AttributeError) as err:
+        notes.append(f"builder not timed ({err})")
 
     def fwd():
         return dma_attention(q, k, v, s, w)
