@@ -71,27 +71,38 @@ def _prec(dtype: torch.dtype) -> str:
     return "ieee" if dtype == torch.float32 else "tf32"
 
 
-def dma_forward(q, k, v, s32, plan: KeyPlan, scale: float, cfg: KernelConfig, GH: int):
-    """Launch the forward. Returns ``(o [B, Hq, Q, D] in q's dtype, lse [B, Hq, Q] fp32)``."""
+def _warps(cfg: KernelConfig, GH: int, block_q: int) -> int:
+    """Fewer warps for small row blocks (decoding): 8 warps on 16 rows only add overhead."""
+    return cfg.num_warps if GH * block_q >= 64 else min(cfg.num_warps, 4)
+
+
+def dma_forward(q, k, v, s32, plan: KeyPlan, scale: float, cfg: KernelConfig, GH: int,
+                keep_fp32: bool = False):
+    """Launch the forward. Returns ``(o [B, Hq, Q, D] in q's dtype, lse [B, Hq, Q] fp32, o32)``;
+    ``o32`` is o in fp32 when ``keep_fp32`` and q is not fp32 (for the backward's Delta), else o."""
     B, Hq, Q, D = q.shape
     Hkv, K = k.shape[1], k.shape[2]
     G = Hq // Hkv
     n_hg = -(-G // GH)
     o = torch.empty_like(q)
+    store32 = keep_fp32 and q.dtype != torch.float32
+    o32 = torch.empty(q.shape, dtype=torch.float32, device=q.device) if store32 else o
     lse = torch.empty(B, Hq, Q, dtype=torch.float32, device=q.device)
     grid = (plan.n_qb, B * Hkv * n_hg)
     dma_fwd_kernel[grid](
-        q, k, v, s32, plan.e, plan.idx, plan.start, plan.count, o, lse,
+        q, k, v, s32, plan.e, plan.idx, plan.start, plan.count, o, o32, lse,
         Q, K, G, plan.n_qb, n_hg, scale * LOG2E,
         BLOCK_Q=plan.block_q, GH=GH, BLOCK_N=cfg.block_n, HEAD_D=D, CAUSAL=plan.causal,
-        DENSE=plan.dense, PREC=_prec(q.dtype), num_warps=cfg.num_warps,
-        num_stages=cfg.num_stages)
-    return o, lse
+        DENSE=plan.dense, PREC=_prec(q.dtype), STORE_O32=store32,
+        num_warps=_warps(cfg, GH, plan.block_q), num_stages=cfg.num_stages)
+    return o, lse, o32
 
 
 def dma_backward(do, q, k, v, s32, o, lse, plan: KeyPlan, scale: float, cfg: KernelConfig,
                  GH: int):
-    """Launch the backward. Returns ``(dq, dk32, dv32, ds32)``; dk, dv, ds in fp32."""
+    """Launch the backward. Returns ``(dq, dk32, dv32, ds32)``; dk, dv, ds in fp32.
+
+    o: the forward output in fp32 (``dma_forward(..., keep_fp32=True)``) for an accurate Delta."""
     B, Hq, Q, D = q.shape
     Hkv, K = k.shape[1], k.shape[2]
     G = Hq // Hkv
@@ -106,8 +117,8 @@ def dma_backward(do, q, k, v, s32, o, lse, plan: KeyPlan, scale: float, cfg: Ker
         q, k, v, s32, plan.e, plan.idx, plan.start, plan.count, do, lse, delta, dq, dk, dv, ds,
         Q, K, G, plan.n_qb, n_hg, scale * LOG2E, scale,
         BLOCK_Q=plan.block_q, GH=GH, BLOCK_N=cfg.block_n, HEAD_D=D, CAUSAL=plan.causal,
-        DENSE=plan.dense, PREC=_prec(q.dtype), num_warps=cfg.num_warps,
-        num_stages=cfg.num_stages)
+        DENSE=plan.dense, PREC=_prec(q.dtype), DS_F32=q.dtype == torch.float16,
+        num_warps=_warps(cfg, GH, plan.block_q), num_stages=cfg.num_stages)
     return dq, dk, dv, ds
 
 
@@ -136,8 +147,9 @@ class _DMAFunction(torch.autograd.Function):
         s32 = s.detach().to(torch.float32).contiguous()
         GH, bq = _shape(fwd_cfg, G, Q)
         plan = build_plan(s.detach(), window, Q, causal=causal, mode=mode, block_q=bq)
-        o, lse = dma_forward(q, k, v, s32, plan, scale, fwd_cfg, GH)
-        ctx.save_for_backward(q, k, v, s32, o, lse)
+        need_grad = any(ctx.needs_input_grad[:4])
+        o, lse, o32 = dma_forward(q, k, v, s32, plan, scale, fwd_cfg, GH, keep_fp32=need_grad)
+        ctx.save_for_backward(q, k, v, s32, o32, lse)
         ctx.plan, ctx.scale, ctx.bwd_cfg, ctx.s_dtype = plan, scale, bwd_cfg, s.dtype
         ctx.mark_non_differentiable(lse)
         return o, lse

@@ -1,7 +1,7 @@
 """The DMA backward kernel: query-major over the same key unions as the forward.
 
 One program = the same ``GH * BLOCK_Q`` packed rows as the forward. With ``Delta_i =
-sum_d dO_id O_id`` (computed before the launch) and the forward's ``lse``, for every visited tile
+sum_d dO_id O_id`` (computed before the launch, from the forward's fp32 O) and the forward's ``lse``, for every visited tile
 of keys (the off-diagonal list, then the diagonal range)::
 
     P_ij  = exp(scale q_i . k_j + s_j - lse_i)         (kept pairs; 0 elsewhere and on empty rows)
@@ -26,7 +26,7 @@ import triton.language as tl
 @triton.jit
 def _bwd_tile(q, do, dq, lse2, delta, Kp, Vp, Sp, Ep, DK, DV, DS, kv_base, bh, j, col_ok, p,
               row_ok, n_k, qk_scale, scale, HEAD_D: tl.constexpr, CAUSAL: tl.constexpr,
-              USE_E: tl.constexpr, PREC: tl.constexpr):
+              USE_E: tl.constexpr, PREC: tl.constexpr, DS_F32: tl.constexpr):
     d = tl.arange(0, HEAD_D)
     koff = kv_base + j.to(tl.int64)[:, None] * HEAD_D + d[None, :]
     k = tl.load(Kp + koff, mask=col_ok[:, None], other=0.0)
@@ -42,9 +42,14 @@ def _bwd_tile(q, do, dq, lse2, delta, Kp, Vp, Sp, Ep, DK, DV, DS, kv_base, bh, j
     pt = tl.where(keep, tl.exp2(x - lse2[:, None]), 0.0)
     dp = tl.dot(do, tl.trans(v), input_precision=PREC)
     ds = pt * (dp - delta[:, None])
-    dq += tl.dot(ds.to(k.dtype), k, input_precision=PREC)
+    if DS_F32:
+        # fp16: small dS values would underflow to subnormals; keep dS in fp32 (tf32 dots).
+        dq += tl.dot(ds, k.to(tl.float32), input_precision="tf32")
+        dk_t = tl.dot(tl.trans(ds), q.to(tl.float32), input_precision="tf32") * scale
+    else:
+        dq += tl.dot(ds.to(k.dtype), k, input_precision=PREC)
+        dk_t = tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=PREC) * scale
     dv_t = tl.dot(tl.trans(pt.to(do.dtype)), do, input_precision=PREC)
-    dk_t = tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=PREC) * scale
     tl.atomic_add(DV + koff, dv_t, mask=col_ok[:, None], sem="relaxed")
     tl.atomic_add(DK + koff, dk_t, mask=col_ok[:, None], sem="relaxed")
     tl.atomic_add(DS + bh * n_k + j, tl.sum(ds, 0), mask=col_ok, sem="relaxed")
@@ -56,7 +61,7 @@ def dma_bwd_kernel(Qp, Kp, Vp, Sp, Ep, IDX, START, CNT, DOp, LSE, DELTA, DQ, DK,
                    n_q, n_k, G, n_qb, n_hg, qk_scale, scale,
                    BLOCK_Q: tl.constexpr, GH: tl.constexpr, BLOCK_N: tl.constexpr,
                    HEAD_D: tl.constexpr, CAUSAL: tl.constexpr, DENSE: tl.constexpr,
-                   PREC: tl.constexpr):
+                   PREC: tl.constexpr, DS_F32: tl.constexpr):
     """Shapes as ``dma_fwd_kernel``; dO, dQ like q; LSE, DELTA fp32 ``[B*Hq, Q]``; DK, DV fp32
     ``[B*Hkv, K, D]`` and DS fp32 ``[B*Hkv, K]``, zero-initialised, accumulated atomically."""
     qb = tl.program_id(0)
@@ -101,12 +106,14 @@ def dma_bwd_kernel(Qp, Kp, Vp, Sp, Ep, IDX, START, CNT, DOp, LSE, DELTA, DQ, DK,
         else:
             j = tl.load(IDX + lst + cols, mask=col_ok, other=0)
         dq = _bwd_tile(q, do, dq, lse2, delta, Kp, Vp, Sp, Ep, DK, DV, DS, kv_base, bh, j,
-                       col_ok, p, row_ok, n_k, qk_scale, scale, HEAD_D, CAUSAL, USE_E, PREC)
+                       col_ok, p, row_ok, n_k, qk_scale, scale, HEAD_D, CAUSAL, USE_E, PREC,
+                       DS_F32)
     if CAUSAL:
         for c in range(p0, p1 + 1, BLOCK_N):
             j = c + tl.arange(0, BLOCK_N)
             col_ok = j <= p1
             dq = _bwd_tile(q, do, dq, lse2, delta, Kp, Vp, Sp, Ep, DK, DV, DS, kv_base, bh, j,
-                           col_ok, p, row_ok, n_k, qk_scale, scale, HEAD_D, CAUSAL, USE_E, PREC)
+                           col_ok, p, row_ok, n_k, qk_scale, scale, HEAD_D, CAUSAL, USE_E, PREC,
+                       DS_F32)
     tl.store(DQ + qrow[:, None] + d[None, :], (dq * scale).to(DQ.dtype.element_ty),
              mask=row_ok[:, None])

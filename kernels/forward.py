@@ -53,13 +53,15 @@ def _fwd_tile(q, acc, m_i, l_i, Kp, Vp, Sp, Ep, kv_base, bh, j, col_ok, p, row_o
 
 
 @triton.jit
-def dma_fwd_kernel(Qp, Kp, Vp, Sp, Ep, IDX, START, CNT, Op, LSE,
+def dma_fwd_kernel(Qp, Kp, Vp, Sp, Ep, IDX, START, CNT, Op, O32, LSE,
                    n_q, n_k, G, n_qb, n_hg, qk_scale,
                    BLOCK_Q: tl.constexpr, GH: tl.constexpr, BLOCK_N: tl.constexpr,
                    HEAD_D: tl.constexpr, CAUSAL: tl.constexpr, DENSE: tl.constexpr,
-                   PREC: tl.constexpr):
+                   PREC: tl.constexpr, STORE_O32: tl.constexpr):
     """q, o ``[B*Hq, Q, D]``; k, v ``[B*Hkv, K, D]`` contiguous; s fp32 ``[B*Hkv, K]``; e int32
-    ``[B*Hkv, K]``; IDX/START/CNT the CSR key lists; LSE fp32 ``[B*Hq, Q]``.
+    ``[B*Hkv, K]``; IDX/START/CNT the CSR key lists; LSE fp32 ``[B*Hq, Q]``; with STORE_O32 also
+    o in fp32 into O32 (the backward's ``Delta = rowsum(dO * O)`` from a bf16-rounded O would be
+    the largest error of dq, dk and ds: about 3x the rounding error of the result).
     Grid ``(n_qb, B*Hkv*n_hg)``; head group hg covers query heads ``hg*GH .. hg*GH+GH-1``."""
     qb = tl.program_id(0)
     pid = tl.program_id(1)
@@ -115,4 +117,6 @@ def dma_fwd_kernel(Qp, Kp, Vp, Sp, Ep, IDX, START, CNT, Op, LSE,
     o = acc / l_safe[:, None]
     lse = tl.where(empty, float("-inf"), (m_i + tl.log2(l_safe)) * 0.6931471805599453)
     tl.store(Op + qrow[:, None] + d[None, :], o.to(Op.dtype.element_ty), mask=row_ok[:, None])
+    if STORE_O32:
+        tl.store(O32 + qrow[:, None] + d[None, :], o, mask=row_ok[:, None])
     tl.store(LSE + (bh * G + g).to(tl.int64) * n_q + i, lse, mask=row_ok)

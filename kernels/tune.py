@@ -79,7 +79,7 @@ def bench_n(N: int, w: int, fwd_cands, bwd_cands) -> dict:
         GH, bq_c = _shape(c, G, N)
         plan_c = build_plan(s, w, N, block_q=bq_c)
         try:
-            o, _ = dma_forward(q, k, v, s32, plan_c, scale, c, GH)
+            o, _, _ = dma_forward(q, k, v, s32, plan_c, scale, c, GH)
             if o_ref is None:
                 o_ref = o
             res["check"]["fwd " + cfg_name(c)] = rel(o, o_ref)

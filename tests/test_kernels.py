@@ -160,3 +160,27 @@ def test_errors(kwargs, exc, words):
         s = torch.randn(*kwargs["s_shape"])
     with pytest.raises(exc, match=words):
         dma_attention(q, k, v, s, kwargs.get("w", 4), mode=kwargs.get("mode", "row"))
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.double() - b.double()).norm() / b.double().norm())
+
+
+@pytest.mark.parametrize("Q,K", [(67, 67), (1, 130)])
+def test_fp16_within_twice_the_naive_error(Q, K):
+    """fp16 (the interpreter's fp16 dot is right): the fp32 copy of o for Delta and the fp32 dS
+    path of the backward. Errors against float64 at most 2x those of naive DMA run in fp16."""
+    q, k, v, s = make_inputs(1, 4, 2, Q, K, 32, dtype=torch.float16)
+    do = torch.randn(1, 4, Q, 32).half()
+
+    def run(fn, inputs, do):
+        leaves = [t.clone().requires_grad_(True) for t in inputs]
+        o = fn(*leaves, 13)
+        return [o, *torch.autograd.grad(o, leaves, do)]
+
+    ref = run(naive_dma_attention, [t.double() for t in (q, k, v, s)], do.double())
+    low = run(naive_dma_attention, [q, k, v, s], do)
+    got = run(dma_attention, [q, k, v, s], do)
+    for name, g, n, r in zip(("o", "dq", "dk", "dv", "ds"), got, low, ref):
+        assert g.dtype == torch.float16
+        assert rel_err(g, r) <= 2 * rel_err(n, r), name
