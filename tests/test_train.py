@@ -11,10 +11,11 @@ import torch
 from dma_ref.check import nb08
 from dma_ref.paths import FIGURES
 from dma_ref.tasks import IGNORE
-from dma_ref.train import TrainConfig, accuracy, lm_loss, lr_at, main, run_comparison, train
+from dma_ref.train import (TrainConfig, accuracy, lm_loss, lr_at, main, run_comparison, train,
+                           window_at)
 
 TINY = dict(seq_len=16, pairs=2, query_start=None, vocab_size=16, d_model=32, n_heads=2, window=4,
-            batch_size=16, eval_size=32, eval_every=5, warmup=2)
+            batch_size=16, eval_size=32, eval_every=5, warmup=2, window_hold=0, window_anneal=0)
 
 
 def test_lm_loss_ignores_unscored_positions():
@@ -46,6 +47,20 @@ def test_lr_schedule():
     assert all(lr_at(s, cfg) >= lr_at(s + 1, cfg) for s in range(10, 99))
 
 
+def test_window_curriculum():
+    cfg = TrainConfig(seq_len=64, window=16, window_hold=10, window_anneal=8, steps=30)
+    ws = [window_at(s, cfg) for s in range(30)]
+    assert ws[:10] == [64] * 10 and ws[18:] == [16] * 12
+    assert all(a >= b for a, b in zip(ws, ws[1:])) and 16 < ws[14] < 64
+    assert window_at(0, TrainConfig(window_hold=0, window_anneal=0, window=5)) == 5
+
+
+def test_final_model_uses_the_target_window():
+    cfg = TrainConfig(attn="dma", steps=6, **{**TINY, "window_hold": 100})   # stops mid-curriculum
+    res = train(cfg, progress=False)
+    assert all(b.attn.window == cfg.window for b in res["model"].blocks)
+
+
 @pytest.mark.parametrize("attn", ["mha", "dma"])
 def test_training_lowers_the_loss(attn):
     cfg = TrainConfig(attn=attn, steps=40, lr=3e-3, **TINY)
@@ -56,14 +71,15 @@ def test_training_lowers_the_loss(attn):
 
 
 def test_compare_writes_results(tmp_path):
-    res = run_comparison(TrainConfig(steps=3, **TINY), tmp_path, progress=False)
+    res = run_comparison(TrainConfig(steps=3, **TINY), tmp_path, progress=False,
+                         checkpoint=tmp_path / "ck" / "dma.pt")
     data = json.loads((tmp_path / "results.json").read_text())
     assert set(data) == {"config", "accuracy"}
     assert set(data["accuracy"]) == {"mha", "swa", "dma"}
     assert data["accuracy"] == res["accuracy"]
     assert data["config"]["seq_len"] == 16 and "attn" not in data["config"]
     assert (tmp_path / "comparison.png").stat().st_size > 1000
-    assert (tmp_path / "dma_model.pt").exists()
+    assert (tmp_path / "ck" / "dma.pt").exists() and (tmp_path / "curves.json").exists()
 
 
 def test_cli_single_run(tmp_path, capsys):
