@@ -21,7 +21,8 @@ import torch
 import triton
 from triton.testing import do_bench
 
-from .autograd import BWD_CONFIG, FWD_CONFIG, KernelConfig, _shape, dma_attention, dma_forward
+from .autograd import (BWD_CONFIG, FWD_CONFIG, KernelConfig, _replan, _shape, dma_attention,
+                       dma_backward, dma_forward)
 from .blocks import build_plan
 from .lifetimes import build_lifetimes
 
@@ -88,6 +89,12 @@ def bench_n(N: int, w: int, fwd_cands, bwd_cands) -> dict:
         except Exception as err:  # noqa: BLE001 - e.g. out of shared memory: report, go on
             res["fwd"][cfg_name(c)] = f"failed: {type(err).__name__}: {str(err)[:120]}"
     res["fwd_with_mask_ms"] = do_bench(lambda: dma_attention(q, k, v, s, w))
+    GH, _ = _shape(FWD_CONFIG, G, N)
+    _, lse, o32 = dma_forward(q, k, v, s32, plan, scale, FWD_CONFIG, GH, keep_fp32=True)
+    GHb, bqb = _shape(BWD_CONFIG, G, N)
+    plan_b = _replan(plan, N, bqb)
+    res["bwd_kernel_ms"] = do_bench(
+        lambda: dma_backward(do, q, k, v, s32, o32, lse, plan_b, scale, BWD_CONFIG, GHb))
     leaves = [t.requires_grad_(True) for t in (q, k, v, s)]
     g_ref = None
     for c in bwd_cands:
@@ -138,7 +145,8 @@ def main(argv=None) -> dict:
               f"{r['build_plan_ms']:.3f} ms")
         print(f"  SDPA cuDNN causal: fwd {r['sdpa_cudnn_fwd_ms']:.3f} ms, fwd+bwd "
               f"{r['sdpa_cudnn_fwdbwd_ms']:.3f} ms")
-        print(f"  dma_attention fwd incl. mask: {r['fwd_with_mask_ms']:.3f} ms")
+        print(f"  dma_attention fwd incl. mask: {r['fwd_with_mask_ms']:.3f} ms; bwd kernel alone "
+              f"(default config) {r['bwd_kernel_ms']:.3f} ms")
         for name, ms in r["fwd"].items():
             chk = r["check"].get("fwd " + name, float("nan"))
             print(f"  fwd kernel {name:24s} {ms if isinstance(ms, str) else f'{ms:.3f} ms'}  "
