@@ -21,8 +21,16 @@ import torch
 import triton
 from triton.testing import do_bench
 
-from .autograd import (BWD_CONFIG, FWD_CONFIG, KernelConfig, _replan, _shape, dma_attention,
-                       dma_backward, dma_forward)
+from .autograd import (
+    BWD_CONFIG,
+    FWD_CONFIG,
+    KernelConfig,
+    _replan,
+    _shape,
+    dma_attention,
+    dma_backward,
+    dma_forward,
+)
 from .blocks import build_plan
 from .lifetimes import build_lifetimes
 
