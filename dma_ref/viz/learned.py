@@ -94,7 +94,7 @@ def head_statistics(maps: dict, roles: torch.Tensor, attn: str, window: int) -> 
       the head keeps one fixed set of keys for the whole sequence;
     * ``kept_pairs``: at query rows, fraction of kept keys that are pair tokens (keys or values);
     * ``attn_pairs``: at query rows, attention mass on pair tokens;
-    * ``mean_distance``: attention-weighted mean of ``p - j``, in positions;
+    * ``mean_distance``: attention-weighted mean of ``p - j`` over rows ``p >= w``, in positions;
     * ``kind``: "local" if ``kept_local >= 0.6``, else "global" if ``kept_persistent >= 0.6``,
       else "range" (keys kept for a while, then evicted: neither recent nor fixed).
 
@@ -105,6 +105,7 @@ def head_statistics(maps: dict, roles: torch.Tensor, attn: str, window: int) -> 
     p = torch.arange(N)[:, None]
     j = torch.arange(N)[None, :]
     late = (p >= window).expand(N, N)
+    n_rows = max(1, B * (N - window))                                 # rows p >= w, all samples
     stats = []
     for li, layer in enumerate(maps["layers"]):
         Hq = layer["q"].shape[1]
@@ -132,7 +133,7 @@ def head_statistics(maps: dict, roles: torch.Tensor, attn: str, window: int) -> 
                 "kept_persistent": float((m & persistent).sum() / n_kept),
                 "kept_pairs": float((qm & is_pair[:, 0]).sum() / qm.sum().clamp(min=1)),
                 "attn_pairs": float((pr * is_pair[:, 0] * is_query[:, 0]).sum() / is_query.sum().clamp(min=1)),
-                "mean_distance": float((pr * (p - j).clamp(min=0) * late).sum() / (late.sum() * B)),
+                "mean_distance": float((pr * (p - j).clamp(min=0) * late).sum() / n_rows),
             })
     for st in stats:
         st["kind"] = ("local" if st["kept_local"] >= 0.6 else
@@ -260,6 +261,10 @@ def plot_comparison(accuracy: dict[str, float], curves: dict[str, list], config:
     for name, curve in curves.items():
         c = np.asarray(curve, dtype=float)
         ax.plot(c[:, 0], c[:, 1], marker=".", label=name, color=colors.get(name))
+    if config and config.get("window_anneal"):
+        h, a = config.get("window_hold", 0), config["window_anneal"]
+        ax.axvspan(h, h + a, color="black", alpha=0.07, linewidth=0)
+        ax.text(h + a / 2, 0.03, f"w: {config.get('seq_len')} -> {config.get('window')}", ha="center", fontsize=8)
     ax.set_xlabel("training step")
     ax.set_ylabel("held-out accuracy (queries)")
     ax.set_ylim(0, 1.02)
