@@ -34,11 +34,13 @@ def scores(B: int, H: int, K: int, seed: int, ties: int) -> torch.Tensor:
 
 
 @settings(max_examples=150, deadline=None)
-@given(K=st.integers(1, 160), w=st.integers(1, 170), block=st.sampled_from([1, 2, 3, 16, 64]),
-       ties=st.sampled_from([0, 0, 1, 3, 8]), seed=st.integers(0, 2**31 - 1))
-def test_build_lifetimes_equals_reference(K, w, block, ties, seed):
+@given(K=st.integers(1, 300), w=st.integers(1, 310), block=st.sampled_from([1, 2, 3, 16, 64]),
+       coarse=st.sampled_from([1, 8, 30, 64, 1024]), ties=st.sampled_from([0, 0, 1, 3, 8]),
+       seed=st.integers(0, 2**31 - 1))
+def test_build_lifetimes_equals_reference(K, w, block, coarse, ties, seed):
+    """Every (fine, coarse) block pair: one-level scan, two-level scan, blocks of one key."""
     s = scores(2, 2, K, seed, ties)
-    e = build_lifetimes(s, w, block=block)
+    e = build_lifetimes(s, w, block=block, coarse=coarse)
     assert e.dtype == torch.int64 and e.shape == s.shape
     torch.testing.assert_close(e, key_lifetimes(s, w), rtol=0, atol=0)
 
@@ -54,8 +56,9 @@ def test_build_lifetimes_large_block_count():
     """Many scan levels (K / block = 256) and a window spanning several blocks."""
     s = scores(1, 1, 1024, int(torch.randint(0, 2**31 - 1, ())), ties=6)
     for w in (1, 5, 100, 1023):
-        torch.testing.assert_close(build_lifetimes(s, w, block=4), key_lifetimes(s, w),
-                                   rtol=0, atol=0)
+        for coarse in (4, 64):
+            torch.testing.assert_close(build_lifetimes(s, w, block=4, coarse=coarse),
+                                       key_lifetimes(s, w), rtol=0, atol=0)
 
 
 def test_global_lifetimes_give_the_global_mask():
