@@ -120,4 +120,11 @@ def test_triton_backend_matches_naive(causal, mode):
         naive.A.fill_(0.5)                              # scores that actually reorder keys
         triton.A.fill_(0.5)
     x = torch.randn(1, 32, 64)
-    torch.testing.assert_close(triton(x), naive(x), rtol=2e-4, atol=2e-5)
+    y_triton, y_naive = triton(x), naive(x)
+    torch.testing.assert_close(y_triton, y_naive, rtol=2e-4, atol=2e-5)
+    # The kernel's backward reaches the same parameter gradients, Delta and A included.
+    g = torch.randn_like(y_naive)
+    (y_triton * g).sum().backward()
+    (y_naive * g).sum().backward()
+    for (name, p_t), p_n in zip(triton.named_parameters(), naive.parameters()):
+        torch.testing.assert_close(p_t.grad, p_n.grad, rtol=1e-3, atol=1e-4, msg=f"grad of {name}")
