@@ -4,6 +4,8 @@
         --query-start 40 --steps 700 --seed 0 --out /tmp/mqar_dma
     python -m dma_ref.train --compare --out figures/mqar --checkpoint dma_ref/data/mqar_dma.pt
                                       # mha, swa and dma with the defaults below (~6 min, 2 cores)
+    python -m dma_ref.train --compare --preset gpu --device cuda --out figures/mqar \
+        --results-name results_gpu.json  # N = 1024, w = 64 (GPU_PRESET), Triton DMA backend
 
 Training data is drawn fresh at every step from a generator seeded with ``seed``; the held-out
 set comes from ``seed + 10_000`` (another stream, never trained on). Accuracy is the fraction
@@ -66,6 +68,14 @@ class TrainConfig:
     def batch(self, n: int, generator: torch.Generator) -> TaskBatch:
         return make_batch(self.task, n, seq_len=self.seq_len, vocab_size=self.vocab_size,
                           generator=generator, num_pairs=self.pairs, query_start=self.query_start)
+
+
+# The longer GPU run (python -m dma_ref.train --compare --preset gpu ...): N = 1024, 8 pairs,
+# w = 64. Two sliding-window layers reach 2 (w - 1) = 126 positions back, the pairs end at 15, so
+# queries from position 256 on are out of SWA's reach; DMA keeps 64 of up to 1024 keys per query.
+GPU_PRESET = dict(seq_len=1024, pairs=8, query_start=256, vocab_size=128, window=64, d_model=128,
+                  batch_size=32, steps=1500, window_hold=600, window_anneal=300, eval_every=100,
+                  eval_size=256)
 
 
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -187,14 +197,15 @@ def save_run(result: dict, out: Path) -> None:
 
 def run_comparison(cfg: TrainConfig, out: Path | str | None = None, device: torch.device | str = "cpu",
                    *, progress: bool = True, attns=("mha", "swa", "dma"), checkpoint: Path | str | None = None,
-                   results_name: str = "results.json") -> dict:
+                   results_name: str = "results.json", max_seconds: float | None = None) -> dict:
     """Train ``attns`` with the same config (only ``attn`` differs); returns
     ``{"config", "accuracy": {attn: acc}, "curves": {attn: [[step, acc], ...]}, "seconds",
     "models"}``. With ``out``: writes ``results_name`` (config + accuracy, exactly),
     ``curves.json`` (``curves_gpu.json`` for ``results_gpu.json``) and ``comparison.png``
     (``comparison_gpu.png``) there. With ``checkpoint``: saves the DMA model there.
     """
-    runs = {a: train(TrainConfig(**{**asdict(cfg), "attn": a}), device, progress=progress) for a in attns}
+    runs = {a: train(TrainConfig(**{**asdict(cfg), "attn": a}), device, progress=progress,
+                     max_seconds=max_seconds) for a in attns}
     config = {k: v for k, v in asdict(cfg).items() if k != "attn"}
     res = {"config": config, "accuracy": {a: r["accuracy"] for a, r in runs.items()},
            "curves": {a: r["curve"] for a, r in runs.items()},
@@ -210,6 +221,7 @@ def run_comparison(cfg: TrainConfig, out: Path | str | None = None, device: torc
             {"config": config, "accuracy": res["accuracy"]}, indent=1) + "\n")
         (out / f"curves{suffix}.json").write_text(json.dumps(
             {"curves": res["curves"], "seconds": res["seconds"], "device": str(device),
+             "gpu": torch.cuda.get_device_name() if torch.device(device).type == "cuda" else None,
              "threads": torch.get_num_threads(), "torch": torch.__version__}, indent=1) + "\n")
         fig = plot_comparison(res["accuracy"], res["curves"], config)
         fig.savefig(out / f"comparison{suffix}.png", dpi=110, bbox_inches="tight")
@@ -232,6 +244,8 @@ def main(argv: list[str] | None = None) -> dict:
         else:
             p.add_argument(flag, type=type(value), default=value)
     p.add_argument("--compare", action="store_true", help="train mha, swa and dma with this config")
+    p.add_argument("--preset", choices=["cpu", "gpu"], default="cpu",
+                   help="gpu: the N = 1024 configuration GPU_PRESET (explicit flags still win)")
     p.add_argument("--out", type=Path, default=None, help="output folder (e.g. figures/mqar)")
     p.add_argument("--checkpoint", type=Path, default=None,
                    help="with --compare: save the DMA model here (e.g. dma_ref/data/mqar_dma.pt)")
@@ -239,10 +253,14 @@ def main(argv: list[str] | None = None) -> dict:
                    help="with --compare: results.json (CPU) or results_gpu.json")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument("--max-seconds", type=float, default=None, help="stop each run after this long")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     kwargs = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}
+    if args.preset == "gpu":                   # the preset replaces defaults, not explicit flags
+        given = {a.split("=")[0] for a in (argv if argv is not None else __import__("sys").argv[1:])}
+        kwargs.update({k: v for k, v in GPU_PRESET.items() if "--" + k.replace("_", "-") not in given})
     if kwargs["query_start"] is not None and kwargs["query_start"] < 0:
         kwargs["query_start"] = None
     cfg = TrainConfig(**kwargs)
@@ -253,10 +271,10 @@ def main(argv: list[str] | None = None) -> dict:
     t0 = time.perf_counter()
     if args.compare:
         res = run_comparison(cfg, args.out, device, checkpoint=args.checkpoint,
-                             results_name=args.results_name)
+                             results_name=args.results_name, max_seconds=args.max_seconds)
         summary = {"accuracy": res["accuracy"], "seconds": res["seconds"]}
     else:
-        res = train(cfg, device)
+        res = train(cfg, device, max_seconds=args.max_seconds)
         if args.out is not None:
             save_run(res, args.out)
         summary = {"attn": cfg.attn, "accuracy": res["accuracy"], "seconds": res["seconds"]}
