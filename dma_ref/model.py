@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from .dense import causal_mask, expand_kv
 from .lifetimes import key_lifetimes
@@ -205,7 +205,7 @@ class TinyLM(nn.Module):
     def num_params(self, exclude_dma: bool = False) -> int:
         """Parameter count; ``exclude_dma`` leaves out Delta and A (the only DMA extras)."""
         return sum(p.numel() for n, p in self.named_parameters()
-                   if not (exclude_dma and (n.endswith(".delta") or n.endswith(".A"))))
+                   if not (exclude_dma and n.endswith((".delta", ".A"))))
 
     @torch.no_grad()
     def attention_maps(self, tokens: torch.Tensor) -> dict:

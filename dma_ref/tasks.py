@@ -45,7 +45,7 @@ class TaskBatch:
     targets: torch.Tensor
     roles: torch.Tensor
 
-    def to(self, device) -> "TaskBatch":
+    def to(self, device) -> TaskBatch:
         return TaskBatch(self.inputs.to(device), self.targets.to(device), self.roles.to(device))
 
     @property
@@ -59,7 +59,7 @@ def vocab_ranges(vocab_size: int) -> dict[str, range]:
     if vocab_size < 8:
         raise ValueError(f"vocab_size must be >= 8, got {vocab_size}")
     n = vocab_size * 3 // 8
-    return {"key": range(0, n), "value": range(n, 2 * n), "filler": range(2 * n, vocab_size)}
+    return {"key": range(n), "value": range(n, 2 * n), "filler": range(2 * n, vocab_size)}
 
 
 def mqar(batch_size: int, seq_len: int, num_pairs: int, vocab_size: int, *,

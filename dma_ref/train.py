@@ -73,9 +73,9 @@ class TrainConfig:
 # The longer GPU run (python -m dma_ref.train --compare --preset gpu ...): N = 1024, 8 pairs,
 # w = 64. Two sliding-window layers reach 2 (w - 1) = 126 positions back, the pairs end at 15, so
 # queries from position 256 on are out of SWA's reach; DMA keeps 64 of up to 1024 keys per query.
-GPU_PRESET = dict(seq_len=1024, pairs=8, query_start=256, vocab_size=128, window=64, d_model=128,
-                  batch_size=32, steps=1500, window_hold=600, window_anneal=300, eval_every=100,
-                  eval_size=256)
+GPU_PRESET = {"seq_len": 1024, "pairs": 8, "query_start": 256, "vocab_size": 128, "window": 64,
+              "d_model": 128, "batch_size": 32, "steps": 1500, "window_hold": 600,
+              "window_anneal": 300, "eval_every": 100, "eval_size": 256}
 
 
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -124,7 +124,7 @@ def window_at(step: int, cfg: TrainConfig) -> int:
     t = step - cfg.window_hold
     if t >= cfg.window_anneal:
         return cfg.window
-    return int(round(cfg.seq_len + (cfg.window - cfg.seq_len) * t / cfg.window_anneal))
+    return round(cfg.seq_len + (cfg.window - cfg.seq_len) * t / cfg.window_anneal)
 
 
 def set_window(model: TinyLM, window: int) -> None:
@@ -212,8 +212,9 @@ def run_comparison(cfg: TrainConfig, out: Path | str | None = None, device: torc
            "seconds": {a: r["seconds"] for a, r in runs.items()},
            "models": {a: r["model"] for a, r in runs.items()}}
     if out is not None:
-        from .viz.learned import plot_comparison
         import matplotlib.pyplot as plt
+
+        from .viz.learned import plot_comparison
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         suffix = "_gpu" if "gpu" in results_name else ""

@@ -51,7 +51,7 @@ def test_slider_moves_the_plot(tmp_path):
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
     env = {**os.environ, "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
-    log = open(tmp_path / "voila.log", "w")
+    log = open(tmp_path / "voila.log", "w")  # noqa: SIM115 - closed in the finally below
     proc = subprocess.Popen(
         [sys.executable, "-m", "voila", NOTEBOOK, "--no-browser", f"--port={port}",
          "--Voila.ip=127.0.0.1", "--ServerApp.port_retries=0"],

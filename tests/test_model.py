@@ -22,7 +22,7 @@ def test_same_parameters_apart_from_delta_and_A():
     names = {a: {n for n, _ in m.named_parameters()} for a, m in models.items()}
     assert names["mha"] == names["swa"]
     extra = names["dma"] - names["mha"]
-    assert extra and all(n.endswith(".delta") or n.endswith(".A") for n in extra)
+    assert extra and all(n.endswith((".delta", ".A")) for n in extra)
     assert names["mha"] <= names["dma"]
     counts = {a: m.num_params(exclude_dma=True) for a, m in models.items()}
     assert counts["mha"] == counts["swa"] == counts["dma"]

@@ -5,8 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dma_ref.tasks import (IGNORE, ROLE_FILLER, ROLE_KEY, ROLE_QUERY, ROLE_VALUE, make_batch, mqar,
-                           needle_in_haystack, vocab_ranges)
+from dma_ref.tasks import (
+    IGNORE,
+    ROLE_FILLER,
+    ROLE_KEY,
+    ROLE_QUERY,
+    ROLE_VALUE,
+    make_batch,
+    mqar,
+    needle_in_haystack,
+    vocab_ranges,
+)
 
 
 def gen(seed: int) -> torch.Generator:

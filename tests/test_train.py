@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 
@@ -11,11 +12,20 @@ import torch
 from dma_ref.check import nb08
 from dma_ref.paths import FIGURES
 from dma_ref.tasks import IGNORE
-from dma_ref.train import (TrainConfig, accuracy, lm_loss, lr_at, main, run_comparison, train,
-                           window_at)
+from dma_ref.train import (
+    TrainConfig,
+    accuracy,
+    lm_loss,
+    lr_at,
+    main,
+    run_comparison,
+    train,
+    window_at,
+)
 
-TINY = dict(seq_len=16, pairs=2, query_start=None, vocab_size=16, d_model=32, n_heads=2, window=4,
-            batch_size=16, eval_size=32, eval_every=5, warmup=2, window_hold=0, window_anneal=0)
+TINY = {"seq_len": 16, "pairs": 2, "query_start": None, "vocab_size": 16, "d_model": 32, "n_heads": 2,
+        "window": 4, "batch_size": 16, "eval_size": 32, "eval_every": 5, "warmup": 2, "window_hold": 0,
+        "window_anneal": 0}
 
 
 def test_lm_loss_ignores_unscored_positions():
@@ -51,7 +61,7 @@ def test_window_curriculum():
     cfg = TrainConfig(seq_len=64, window=16, window_hold=10, window_anneal=8, steps=30)
     ws = [window_at(s, cfg) for s in range(30)]
     assert ws[:10] == [64] * 10 and ws[18:] == [16] * 12
-    assert all(a >= b for a, b in zip(ws, ws[1:])) and 16 < ws[14] < 64
+    assert all(a >= b for a, b in itertools.pairwise(ws)) and 16 < ws[14] < 64
     assert window_at(0, TrainConfig(window_hold=0, window_anneal=0, window=5)) == 5
 
 

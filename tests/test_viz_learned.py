@@ -6,14 +6,14 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
-from dma_ref import dma_mask, key_lifetimes  # noqa: E402
-from dma_ref.check import nb09  # noqa: E402
-from dma_ref.model import ModelConfig, TinyLM  # noqa: E402
-from dma_ref.tasks import ROLE_QUERY, ROLE_VALUE, mqar  # noqa: E402
-from dma_ref.viz import learned  # noqa: E402
+from dma_ref import dma_mask, key_lifetimes
+from dma_ref.check import nb09
+from dma_ref.model import ModelConfig, TinyLM
+from dma_ref.tasks import ROLE_QUERY, ROLE_VALUE, mqar
+from dma_ref.viz import learned
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +78,7 @@ def test_head_statistics_kinds(attn):
 
 def test_widget_every_control_changes_the_result(setup):
     model, batch = setup
-    widget, state = learned.learned_mask_widget(model, batch, show=False)
+    _widget, state = learned.learned_mask_widget(model, batch, show=False)
     c = state["controls"]
     assert set(c) == {"sample", "layer", "head", "query", "window"}
     assert state["updates"] == 1 and state["fig"] is not None
