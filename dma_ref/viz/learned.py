@@ -90,8 +90,9 @@ def head_statistics(maps: dict, roles: torch.Tensor, attn: str, window: int) -> 
     keep every past key whatever the attention, so they say nothing):
 
     * ``kept_local``: fraction of kept (p, j) with ``p - j < w`` — 1 for a sliding window;
-    * ``kept_persistent``: fraction of kept (p, j) whose key is never evicted (``e_j = N``) —
-      the head keeps one fixed set of keys for the whole sequence;
+    * ``kept_persistent``: among kept (p, j) with ``j < N - w``, the fraction whose key is never
+      evicted (``e_j = N``) — the head keeps one fixed set of keys for the whole sequence (the
+      last w keys are left out: they survive to the end trivially, the sequence just stops);
     * ``kept_pairs``: at query rows, fraction of kept keys that are pair tokens (keys or values);
     * ``attn_pairs``: at query rows, attention mass on pair tokens;
     * ``mean_distance``: attention-weighted mean of ``p - j`` over rows ``p >= w``, in positions;
@@ -126,11 +127,12 @@ def head_statistics(maps: dict, roles: torch.Tensor, attn: str, window: int) -> 
             pr = probs[:, h]
             n_kept = m.sum().clamp(min=1)
             persistent = (e[:, h] == N)[:, None, :]
+            early = m & (j < N - window)                              # keys that could be evicted
             qm = m & is_query[:, 0]
             stats.append({
                 "layer": li, "head": h,
                 "kept_local": float((m & (p - j < window)).sum() / n_kept),
-                "kept_persistent": float((m & persistent).sum() / n_kept),
+                "kept_persistent": float((early & persistent).sum() / early.sum().clamp(min=1)),
                 "kept_pairs": float((qm & is_pair[:, 0]).sum() / qm.sum().clamp(min=1)),
                 "attn_pairs": float((pr * is_pair[:, 0] * is_query[:, 0]).sum() / is_query.sum().clamp(min=1)),
                 "mean_distance": float((pr * (p - j).clamp(min=0) * late).sum() / n_rows),
