@@ -58,6 +58,21 @@ def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"
 
 
+def _fit(cfg: KernelConfig, D: int, elt_bytes: int, backward: bool) -> KernelConfig:
+    """Shrink the tiles for wide rows: shared memory grows with rows x D x element size (the
+    backward holds q, dO and fp32 dQ; fp16's backward uses fp32 operands). Measured on the H200:
+    bf16 D=256 fits 128 rows forward; the fp16 backward at D=256 with 128 rows needed 320 KB."""
+    budget = (32768 if backward else 65536) // (D * elt_bytes)
+    rows = max(16, min(cfg.rows, triton.next_power_of_2(budget) if budget >= 16 else 16))
+    bn_budget = 16384 // (D * elt_bytes)
+    block_n = max(16, min(cfg.block_n, bn_budget)) if backward else cfg.block_n
+    return KernelConfig(rows, block_n, cfg.num_warps, cfg.num_stages, cfg.max_heads)
+
+
+def _elt_bytes(dtype: torch.dtype, backward: bool) -> int:
+    return 4 if dtype == torch.float32 or (backward and dtype == torch.float16) else 2
+
+
 def _shape(cfg: KernelConfig, G: int, Q: int) -> tuple[int, int]:
     """(GH, BLOCK_Q): heads packed per program and query positions per block (M >= 16)."""
     GH = min(triton.next_power_of_2(G), cfg.max_heads)
@@ -201,8 +216,10 @@ def dma_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Te
                            "TRITON_INTERPRET=1 set before dma_ref.kernels is imported "
                            "(call dma_ref.setup_device() first)")
     interp = _interpreting()
-    fwd_cfg = fwd_config or (INTERP_CONFIG if interp else FWD_CONFIG)
-    bwd_cfg = bwd_config or (INTERP_CONFIG if interp else BWD_CONFIG)
+    fwd_cfg = fwd_config or (INTERP_CONFIG if interp else
+                             _fit(FWD_CONFIG, D, _elt_bytes(q.dtype, False), False))
+    bwd_cfg = bwd_config or (INTERP_CONFIG if interp else
+                             _fit(BWD_CONFIG, D, _elt_bytes(q.dtype, True), True))
     if q.numel() == 0 or K == 0:
         o = torch.zeros_like(q) + 0 * (k.sum() + v.sum() + s.sum())
         lse = torch.full((B, Hq, Q), float("-inf"), dtype=torch.float32, device=q.device)
