@@ -10,6 +10,7 @@ interpreter on.
 """
 
 from .dense import dense_attention
+from . import paths
 from .device import describe_environment, setup_device
 from .lifetimes import key_lifetimes
 from .mask import dma_mask

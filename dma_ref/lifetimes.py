@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .mask import key_ranks
-from .validate import check_tensor, check_window
+from .validate import check_score_values, check_tensor, check_window
 
 
 def running_threshold(ranks: np.ndarray, w: int) -> np.ndarray:
@@ -54,8 +54,7 @@ def key_lifetimes(s: torch.Tensor, window: int) -> torch.Tensor:
     ``dma_mask(s, w)`` exactly, ties included.
     """
     check_tensor(s, "s", 3, "[B, Hkv, K]")
-    if torch.isnan(s).any():
-        raise ValueError("s contains NaN; scores must be real numbers (-inf is allowed)")
+    check_score_values(s)
     w = check_window(window)
     B, Hkv, K = s.shape
     ranks = key_ranks(s).reshape(B * Hkv, K).cpu().numpy()

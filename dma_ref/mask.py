@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from .validate import check_mode, check_tensor, check_window
+from .validate import check_score_values, check_mode, check_tensor, check_window
 
 
 def key_ranks(s: torch.Tensor) -> torch.Tensor:
@@ -47,8 +47,7 @@ def dma_mask(s: torch.Tensor, window: int, *, q_len: int | None = None, causal: 
     s ``[B, Hkv, K]`` (any float dtype, no NaN), window = w >= 1, q_len = Q <= K (None: Q = K).
     """
     check_tensor(s, "s", 3, "[B, Hkv, K]")
-    if torch.isnan(s).any():
-        raise ValueError("s contains NaN; scores must be real numbers (-inf is allowed)")
+    check_score_values(s)
     w = check_window(window)
     check_mode(mode)
     B, Hkv, K = s.shape

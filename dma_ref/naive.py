@@ -28,7 +28,7 @@ def naive_dma_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: to
     the kept logits, ``lse [B, Hq, Q]`` float32 (always float32, as the kernels return it;
     computed in float64 for float64 inputs, then rounded).
     """
-    B, Hq, Hkv, Q, K, D = check_qkv(q, k, v)
+    B, Hq, Hkv, Q, K, D = check_qkv(q, k, v, q_le_k=True)
     check_scores(s, B, Hkv, K, q.device)
     w = check_window(window)
     check_mode(mode)

@@ -24,8 +24,11 @@ def check_tensor(x, name: str, ndim: int, shape_doc: str, *, floating: bool = Tr
         raise TypeError(f"{name} must be a floating tensor (fp16/bf16/fp32/fp64), got {x.dtype}")
 
 
-def check_qkv(q, k, v) -> tuple[int, int, int, int, int, int]:
-    """Validate ``q [B, Hq, Q, D]``, ``k, v [B, Hkv, K, D]``; return ``(B, Hq, Hkv, Q, K, D)``."""
+def check_qkv(q, k, v, *, q_le_k: bool = False) -> tuple[int, int, int, int, int, int]:
+    """Validate ``q [B, Hq, Q, D]``, ``k, v [B, Hkv, K, D]``; return ``(B, Hq, Hkv, Q, K, D)``.
+
+    ``q_le_k``: also require Q <= K (DMA places query row i at key position K - Q + i).
+    """
     check_tensor(q, "q", 4, "[B, Hq, Q, D]")
     check_tensor(k, "k", 4, "[B, Hkv, K, D]")
     check_tensor(v, "v", 4, "[B, Hkv, K, D]")
@@ -48,7 +51,24 @@ def check_qkv(q, k, v) -> tuple[int, int, int, int, int, int]:
             raise ValueError(f"{name} is on {t.device} but q is on {q.device}; all inputs must share a device")
         if t.dtype != q.dtype:
             raise TypeError(f"{name} has dtype {t.dtype} but q has {q.dtype}; q, k, v must share a dtype")
+    if q_le_k and Q > K:
+        raise ValueError(f"q must have at most K={K} rows, shape [B, Hq, Q, D] with Q <= K "
+                         f"(query row i sits at key position K - Q + i); got q {tuple(q.shape)}")
     return B, Hq, Hkv, Q, K, D
+
+
+def check_score_values(s: torch.Tensor) -> None:
+    """Raise unless every score is a real number or -inf (NaN and +inf are rejected).
+
+    +inf is not a score: accepted, it would turn the lse of every row keeping that key into
+    +inf and the row into inf - inf = NaN or silent zeros.
+    """
+    if torch.isnan(s).any():
+        raise ValueError("s contains NaN; scores must be real numbers (-inf is allowed)")
+    if torch.isposinf(s).any():
+        raise ValueError("s contains +inf; scores must be real numbers (-inf is allowed). "
+                         "In the exp form, A * softplus(.) > 88 overflows fp32: use form='log' "
+                         "or a smaller A")
 
 
 def check_scores(s, B: int, Hkv: int, K: int, device: torch.device) -> None:
@@ -58,8 +78,7 @@ def check_scores(s, B: int, Hkv: int, K: int, device: torch.device) -> None:
         raise ValueError(f"s must have shape [B, Hkv, K] = {[B, Hkv, K]}; got {tuple(s.shape)}")
     if s.device != device:
         raise ValueError(f"s is on {s.device} but q is on {device}; all inputs must share a device")
-    if torch.isnan(s).any():
-        raise ValueError("s contains NaN; scores must be real numbers (-inf is allowed)")
+    check_score_values(s)
 
 
 def check_window(window) -> int:

@@ -195,7 +195,7 @@ def dma_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Te
     ``dma_ref.naive_dma_attention``; rows with no kept key give ``o = 0`` and ``lse = -inf``.
     dk, dv and ds are accumulated with fp32 atomic adds: their last bits vary between runs.
     """
-    B, Hq, Hkv, Q, K, D = check_qkv(q, k, v)
+    B, Hq, Hkv, Q, K, D = check_qkv(q, k, v, q_le_k=True)
     if q.dtype not in DTYPES:
         raise TypeError(f"dma_attention supports q, k, v in float16, bfloat16 or float32; got "
                         f"{q.dtype} (use dma_ref.naive_dma_attention for {q.dtype})")
@@ -205,9 +205,6 @@ def dma_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Te
     if not isinstance(causal, bool):
         raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
     scale = default_scale(scale, D)
-    if Q > K:
-        raise ValueError(f"q has Q={Q} rows but k has K={K}: dma_attention needs Q <= K "
-                         "(query row i sits at position K - Q + i)")
     if D not in HEAD_DIMS:
         raise ValueError(f"head dim D={D} (last dim of q [B, Hq, Q, D]) is not supported; "
                          f"use one of {HEAD_DIMS}")
