@@ -21,17 +21,22 @@ import torch
 from .validate import check_score_values, check_mode, check_tensor, check_window
 
 
-def key_ranks(s: torch.Tensor) -> torch.Tensor:
-    """int64 ``[..., K]``: rank of each key, 0 = best, by ``(s_j, j)`` descending.
+def key_order(s: torch.Tensor) -> torch.Tensor:
+    """int64 ``[..., K]``: the key indices, best first, by ``(s_j, j)`` descending.
 
     Sorting the reversed sequence with a stable sort puts, among equal scores, the later key
     first: exactly the tie rule.
     """
     K = s.shape[-1]
     order_rev = torch.sort(s.flip(-1), dim=-1, descending=True, stable=True).indices
-    order = (K - 1) - order_rev                         # key indices, best first
+    return (K - 1) - order_rev
+
+
+def key_ranks(s: torch.Tensor, order: torch.Tensor | None = None) -> torch.Tensor:
+    """int64 ``[..., K]``: rank of each key, 0 = best (the inverse permutation of ``key_order``)."""
+    order = key_order(s) if order is None else order
     ranks = torch.empty_like(order)
-    ranks.scatter_(-1, order, torch.arange(K, device=s.device).expand_as(order))
+    ranks.scatter_(-1, order, torch.arange(s.shape[-1], device=s.device).expand_as(order))
     return ranks
 
 

@@ -12,7 +12,7 @@ before any kernel is defined).
 
 from .autograd import BWD_CONFIG, FWD_CONFIG, HEAD_DIMS, KernelConfig, dma_attention
 from .blocks import KeyPlan, block_key_lists, build_plan, topw_key_lists
-from .lifetimes import build_lifetimes, global_lifetimes, running_threshold_scan
+from .lifetimes import build_lifetimes, global_lifetimes, superblock_size
 
 __all__ = [
     "BWD_CONFIG",
@@ -25,6 +25,6 @@ __all__ = [
     "build_plan",
     "dma_attention",
     "global_lifetimes",
-    "running_threshold_scan",
+    "superblock_size",
     "topw_key_lists",
 ]

@@ -143,14 +143,15 @@ def _replan(plan: KeyPlan, Q: int, block_q: int) -> KeyPlan:
         return plan
     n_qb = -(-Q // block_q)
     if plan.dense:
-        return KeyPlan(plan.causal, True, block_q, n_qb, plan.e, plan.idx, plan.start, plan.count)
+        return KeyPlan(plan.causal, True, plan.window, block_q, n_qb, plan.e, plan.idx, plan.start,
+                       plan.count)
     if not plan.causal:                       # every block lists the same top-w set
         BH = plan.start.shape[0]
         start = plan.start[:, :1].expand(BH, n_qb).contiguous()
         count = plan.count[:, :1].expand(BH, n_qb).contiguous()
-        return KeyPlan(False, False, block_q, n_qb, plan.e, plan.idx, start, count)
-    idx, start, count = block_key_lists(plan.e, Q, block_q)
-    return KeyPlan(True, False, block_q, n_qb, plan.e, idx, start, count)
+        return KeyPlan(False, False, plan.window, block_q, n_qb, plan.e, plan.idx, start, count)
+    idx, start, count = block_key_lists(plan.e, Q, block_q, plan.window)
+    return KeyPlan(True, False, plan.window, block_q, n_qb, plan.e, idx, start, count)
 
 
 class _DMAFunction(torch.autograd.Function):

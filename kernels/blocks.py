@@ -7,10 +7,15 @@ some position of the block are (``dma_ref.tiling.union_keys``)
     U_b = {j <= p1 : e_j > max(j, p0)}  =  [p0, p1]  ∪  {j < p0 : e_j > p0}.
               diagonal range (contiguous) ─┘        └─ off-diagonal list (<= w keys)
 
-The kernels read the diagonal range contiguously and the off-diagonal list by index. The lists
-of all blocks are one CSR structure, built without a Q x K tensor: key j belongs to the list of
-every block with ``j < p0_b < e_j``, a contiguous range of blocks ``[lo_j, hi_j]`` (``p0_b`` grows
-with b); we expand those ranges (total size = the total list length) and sort by block.
+The kernels read the diagonal range contiguously and the off-diagonal list by index. Every key of
+the list is kept at position p0, so a list never holds more than w keys: each block owns a slot
+of ``W = min(w, K)`` entries and no size has to travel back to the host.
+
+Filling block b's slot, without a Q x K tensor and without scanning all p0 earlier keys: cut the
+keys into chunks of ``CH`` and sort each chunk by ``e`` descending, once for all blocks. Inside a
+chunk that lies wholly before p0 the list members (``e_j > p0``) are then a prefix, whose length
+is one ``searchsorted`` per (chunk, block). ``block_lists_kernel`` copies those prefixes one
+after the other, then scans the one chunk that straddles p0 key by key.
 
 ``KeyPlan`` bundles what both kernels consume for one call: the mode flags, ``e`` (int32) and
 the lists.
@@ -21,10 +26,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import triton
+import triton.language as tl
 
-from dma_ref.mask import key_ranks
+from dma_ref.mask import key_order
 
-from .lifetimes import build_lifetimes, global_lifetimes
+from .lifetimes import _on_triton, build_lifetimes, global_lifetimes
 
 __all__ = ["KeyPlan", "block_key_lists", "build_plan", "topw_key_lists"]
 
@@ -34,13 +41,14 @@ class KeyPlan:
     """The key structure of one attention call (shapes for ``BH = B * Hkv`` heads).
 
     causal: test ``j <= p``; dense: no selection (``w >= K``), keys are visited contiguously and
-    ``e``/lists are unused; e: int32 ``[BH, K]`` lifetimes (causal sparse modes only);
-    idx: int32 ``[total]`` key ids; start, count: int32 ``[BH, nQB]``: block b of head bh visits
+    ``e``/lists are unused; window: w; e: int32 ``[BH, K]`` lifetimes (causal sparse modes only);
+    idx: int32 key ids; start, count: int32 ``[BH, nQB]``: block b of head bh visits
     ``idx[start : start + count]`` (then, if causal, the diagonal range ``[p0, p1]``).
     """
 
     causal: bool
     dense: bool
+    window: int
     block_q: int
     n_qb: int
     e: torch.Tensor
@@ -49,38 +57,86 @@ class KeyPlan:
     count: torch.Tensor
 
 
-def block_key_lists(e: torch.Tensor, q_len: int, block_q: int):
-    """Off-diagonal key lists of every query block, as CSR.
+@triton.jit
+def block_lists_kernel(E, E_IDX, LEN, IDX, CNT, n_k, p_first, n_qb, W, block_q,
+                       CH: tl.constexpr, NCH: tl.constexpr, TILE: tl.constexpr):
+    """One program: the list of query block b of head bh, written to ``IDX[(bh n_qb + b) W:]``.
 
-    e: int ``[BH, K]`` lifetimes; q_len = Q <= K; block_q = BQ positions per block.
-    Returns ``(idx int32 [total], start int32 [BH, nQB], count int32 [BH, nQB])``; block b of
-    head bh lists ``idx[start[bh, b] : start[bh, b] + count[bh, b]]`` = ``{j < p0_b : e_j > p0_b}``,
-    ascending, at most w entries each.
+    E int32 ``[BH, K]`` lifetimes; E_IDX int32 ``[BH, NCH * CH]`` key ids of each chunk, by e
+    descending; LEN int32 ``[BH, n_qb, NCH]`` the members of each chunk wholly before p0 (0 for
+    the other chunks); CNT int32 ``[BH, n_qb]`` out.
+    """
+    b = tl.program_id(0)
+    bh = tl.program_id(1).to(tl.int64)
+    p0 = p_first + b * block_q
+    out = IDX + (bh * n_qb + b) * W
+    # The chunk prefixes, concatenated: slot t belongs to the chunk whose inclusive end passes t.
+    ln = tl.load(LEN + (bh * n_qb + b) * NCH + tl.arange(0, NCH))
+    end = tl.cumsum(ln, 0)
+    total = tl.sum(ln, 0)
+    for t0 in range(0, total, TILE):
+        t = t0 + tl.arange(0, TILE)
+        done = end[None, :] <= t[:, None]                               # [TILE, NCH]
+        chunk = tl.sum(done.to(tl.int32), 1)
+        first = tl.max(tl.where(done, end[None, :], 0), 1)              # slot of its first member
+        key = tl.load(E_IDX + bh * (NCH * CH) + chunk * CH + (t - first), mask=t < total)
+        tl.store(out + t, key, mask=t < total)
+    # The chunk that straddles p0: its keys before p0, in position order.
+    n = total
+    for j0 in range((p0 // CH) * CH, p0, TILE):
+        j = j0 + tl.arange(0, TILE)
+        e = tl.load(E + bh * n_k + j, mask=j < p0, other=0)
+        keep = (j < p0) & (e > p0)
+        slot = n + tl.cumsum(keep.to(tl.int32), 0) - 1
+        tl.store(out + slot, j, mask=keep)
+        n += tl.sum(keep.to(tl.int32), 0)
+    tl.store(CNT + bh * n_qb + b, n)
+
+
+def chunk_size(K: int, tile: int = 128) -> int:
+    """The default CH: a power of two >= ``tile``, at most 64 chunks up to K = 2^13 CH."""
+    return max(tile, triton.next_power_of_2(-(-K // 64)))
+
+
+def block_key_lists(e: torch.Tensor, q_len: int, block_q: int, window: int, *,
+                    chunk: int | None = None, tile: int = 128):
+    """Off-diagonal key lists of every query block, one fixed slot of ``W = min(w, K)`` each.
+
+    e: int ``[BH, K]`` lifetimes (row or global mode); q_len = Q <= K; block_q = BQ positions
+    per block; window = w. Returns ``(idx int32 [BH * nQB * W], start int32 [BH, nQB],
+    count int32 [BH, nQB])``: block b of head bh lists ``{j < p0_b : e_j > p0_b}`` in
+    ``idx[start : start + count]`` (chunk by chunk; inside a chunk by e descending, then j), and
+    ``idx`` beyond ``count`` is unused. ``chunk`` (CH), ``tile``: powers of two, CH a multiple of
+    the tile; they change the speed and the order inside a list, never its set of keys.
     """
     BH, K = e.shape
     Q, BQ = q_len, block_q
     n_qb = -(-Q // BQ)
+    W = max(1, min(window, K))
     dev = e.device
     P0 = K - Q                                              # position of query row 0
-    j = torch.arange(K, device=dev)
-    # Blocks with j < p0_b:  b >= lo_j;  blocks with p0_b < e_j:  b <= hi_j.
-    lo = torch.div(j - P0, BQ, rounding_mode="floor").add(1).clamp(min=0).expand(BH, K)
-    hi = torch.div(e.to(torch.int64) - 1 - P0, BQ, rounding_mode="floor").clamp(max=n_qb - 1)
-    n = (hi - lo + 1).clamp(min=0)                          # blocks listing key j
-    count = torch.zeros(BH, n_qb + 1, dtype=torch.int64, device=dev)
-    has = n > 0
-    count.scatter_add_(1, torch.where(has, lo, n_qb), has.to(torch.int64))
-    count.scatter_add_(1, torch.where(has, hi + 1, n_qb), -has.to(torch.int64))
-    count = torch.cumsum(count, 1)[:, :n_qb]
-    flat_n = n.reshape(-1)
-    key = torch.repeat_interleave(torch.arange(BH * K, device=dev), flat_n)   # bh*K + j, ascending
-    first = torch.cumsum(flat_n, 0) - flat_n
-    b = lo.reshape(-1)[key] + (torch.arange(key.numel(), device=dev) - first[key])
-    bh = torch.div(key, K, rounding_mode="floor")
-    order = torch.sort(bh * n_qb + b, stable=True).indices  # by block; j stays ascending inside
-    idx = (key[order] % K).to(torch.int32)
-    start = (torch.cumsum(count.reshape(-1), 0) - count.reshape(-1)).reshape(BH, n_qb)
-    return idx, start.to(torch.int32), count.to(torch.int32)
+    CH = chunk or chunk_size(K, tile)
+    if CH % tile or CH & (CH - 1):
+        raise ValueError(f"chunk={CH} must be a power of two and a multiple of tile={tile}")
+    n_ch = -(-K // CH)
+    NCH = triton.next_power_of_2(n_ch)
+    ep = torch.zeros(BH, NCH * CH, dtype=torch.int32, device=dev)      # padding: e = 0, never kept
+    ep[:, :K] = e
+    e_sorted, order = torch.sort(ep.view(BH, NCH, CH), dim=-1, descending=True, stable=True)
+    e_idx = (order + (torch.arange(NCH, device=dev) * CH)[:, None]).to(torch.int32)
+    p0 = P0 + torch.arange(n_qb, device=dev, dtype=torch.int32) * BQ    # [nQB]
+    # LEN[bh, c, b] = #{j in chunk c : e_j > p0_b}  (-e ascending: the entries < -p0).
+    ln = torch.searchsorted((-e_sorted).reshape(BH * NCH, CH),
+                            (-p0).expand(BH * NCH, n_qb).contiguous(), out_int32=True)
+    before = ((torch.arange(NCH, device=dev) + 1) * CH)[:, None] <= p0[None, :]   # [NCH, nQB]
+    ln = torch.where(before, ln.view(BH, NCH, n_qb), 0).transpose(1, 2).contiguous()
+    idx = torch.empty(BH * n_qb * W, dtype=torch.int32, device=dev)
+    count = torch.empty(BH, n_qb, dtype=torch.int32, device=dev)
+    block_lists_kernel[(n_qb, BH)](e.to(torch.int32).contiguous(), e_idx.contiguous(), ln, idx,
+                                   count, K, P0, n_qb, W, BQ, CH=CH, NCH=NCH, TILE=tile,
+                                   num_warps=4)
+    start = (torch.arange(BH * n_qb, device=dev, dtype=torch.int32) * W).view(BH, n_qb)
+    return idx, start, count
 
 
 def topw_key_lists(s: torch.Tensor, window: int, n_qb: int):
@@ -91,8 +147,7 @@ def topw_key_lists(s: torch.Tensor, window: int, n_qb: int):
     """
     B, H, K = s.shape
     W = min(window, K)
-    keys = torch.sort(torch.sort(key_ranks(s).reshape(B * H, K), dim=-1).indices[:, :W],
-                      dim=-1).values
+    keys = torch.sort(key_order(s).reshape(B * H, K)[:, :W], dim=-1).values
     idx = keys.reshape(-1).to(torch.int32)
     start = (torch.arange(B * H, device=s.device) * W)[:, None].expand(B * H, n_qb)
     count = torch.full((B * H, n_qb), W, dtype=torch.int32, device=s.device)
@@ -103,17 +158,23 @@ def build_plan(s: torch.Tensor, window: int, q_len: int, *, causal: bool = True,
                mode: str = "row", block_q: int = 64) -> KeyPlan:
     """Everything the kernels need to know about the mask, for ``Q = q_len`` query rows.
 
-    s ``[B, Hkv, K]``; O(K + total list length) memory, no Q x K tensor.
+    s ``[B, Hkv, K]``; O(K + nQB w) memory, no Q x K tensor. Needs s on a CUDA device or the
+    Triton interpreter (``dma_ref.setup_device()`` on a CPU).
     """
+    if not _on_triton(s):
+        raise RuntimeError(f"s is on {s.device}: the mask builder runs Triton kernels; it needs a "
+                           "CUDA device, or TRITON_INTERPRET=1 set before dma_ref.kernels is "
+                           "imported (call dma_ref.setup_device() first)")
     B, H, K = s.shape
     n_qb = -(-q_len // block_q)
     empty = torch.zeros(0, dtype=torch.int32, device=s.device)
     if window >= K:                                         # no selection at all
-        return KeyPlan(causal, True, block_q, n_qb, empty, empty, empty, empty)
+        return KeyPlan(causal, True, window, block_q, n_qb, empty, empty, empty, empty)
     if not causal:                                          # row and global modes coincide
         idx, start, count = topw_key_lists(s, window, n_qb)
-        return KeyPlan(False, False, block_q, n_qb, empty, idx, start, count)
+        return KeyPlan(False, False, window, block_q, n_qb, empty, idx, start, count)
     e = build_lifetimes(s, window) if mode == "row" else global_lifetimes(s, window)
     e = e.reshape(B * H, K)
-    idx, start, count = block_key_lists(e, q_len, block_q)
-    return KeyPlan(True, False, block_q, n_qb, e.to(torch.int32).contiguous(), idx, start, count)
+    idx, start, count = block_key_lists(e, q_len, block_q, window)
+    return KeyPlan(True, False, window, block_q, n_qb, e.to(torch.int32).contiguous(), idx, start,
+                   count)

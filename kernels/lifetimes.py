@@ -1,124 +1,135 @@
-"""Key lifetimes ``e_j`` of the causal row-mode mask, built with tensor ops on s's device.
+"""Key lifetimes ``e_j`` of the causal row-mode mask, built by one Triton kernel.
 
-DESIGN.md section 3.5: with ``r_j`` the rank of key j (0 = best, by ``(s_j, j)`` descending) and
-``theta_p`` the w-th smallest rank among ``{j <= p}`` (``K`` while fewer than w keys exist),
+DESIGN.md section 3.5: with ``r_j`` the rank of key j (0 = best, by ``(s_j, j)`` descending),
 
-    keep(p, j)  <=>  j <= p < e_j,      e_j = max(j, first p with theta_p < r_j)   (K if none).
+    keep(p, j)  <=>  j <= p < e_j,      e_j = max(j, first p with theta_p < r_j)   (K if none),
 
-``dma_ref.lifetimes`` computes ``theta`` with a heap, one key at a time. Here it is computed in
-parallel, without a Python loop over keys and without any K x K tensor:
+``theta_p`` being the w-th smallest rank among ``{j' <= p}``. Ranks are distinct, so
+``theta_p < r_j`` says "at least w keys at positions <= p rank better than j". Hence
 
-1. Cut the keys into blocks of ``C``. ``L_b`` = the w best ranks of block b (sorted, padded with
-   K). An inclusive Hillis-Steele scan of ``merge(A, B) = w smallest of A ∪ B`` (log2(K / C)
-   levels) turns ``L_b`` into the w best ranks of blocks ``0..b``; shifting by one block gives
-   ``T_b``, the w best ranks of the keys *before* block b. (To save work the scan runs over
-   coarse blocks of ``C1`` keys; each fine block then merges its coarse block's ``T`` with the
-   coarse block's keys before it.)
-2. Inside block b, ``theta_p`` is the w-th smallest of ``T_b ∪ X_p`` with ``X_p`` the block's keys
-   up to p (``|X_p| <= C``). The ``w - m`` best of ``T_b`` are certainly
-   before the w-th smallest of that union when ``m = min(w, C + 1)`` (each has at most
-   ``w - m - 1 + C <= w - 2`` smaller elements), so ``theta_p`` = the m-th smallest of
-   ``worst_m(T_b) ∪ X_p``: a ``[C, m + C]`` candidate table per block, O(K (m + C)) work.
-3. ``theta`` never increases, so ``first p with theta_p < r_j`` is one ``searchsorted``.
+    e_j = max(j, position of the w-th better-ranked key, in position order)   (K if r_j < w).
 
-Work O(K w log(K / C) + K C) and memory O(K w / C + K C) per head; equal to
-``dma_ref.key_lifetimes`` exactly, ties included (ranks are distinct integers).
+``dma_ref.key_lifetimes`` runs a heap along the positions, one key at a time. Here every key
+finds its w-th better key in parallel, in two steps, without any K x K tensor:
+
+1. Cut the positions into superblocks of ``S``. For key j, ``cnt[c]`` = its better keys in
+   superblock c. Keys are handled in rank order, ``BJ`` consecutive ranks per program:
+   ``cnt[c]`` = ``H[rb, c]`` (keys of the earlier rank blocks in superblock c, a small table
+   built with one scatter-add and one cumsum) + the earlier ranks of the program's own block in
+   superblock c (a cumsum over a ``[BJ, nS]`` one-hot). The first superblock ``c*`` where the
+   running sum over c reaches w holds the w-th better key: it is the ``m``-th better key of
+   ``c*``, ``m`` = w - (better keys before ``c*``).
+2. Scan the S positions of ``c*``, ``BP`` at a time, counting the better keys (a cumsum) until
+   the m-th.
+
+Work O(K (nS + S)) with ``S ~ sqrt(K)``, memory O(K) plus the ``[K / BJ, nS]`` table; equal to
+``dma_ref.key_lifetimes`` exactly, ties included.
 """
 
 from __future__ import annotations
 
+import os
+
 import torch
+import triton
+import triton.language as tl
 
-from dma_ref.mask import key_ranks
-from dma_ref.validate import check_tensor, check_window
+from dma_ref.lifetimes import key_lifetimes
+from dma_ref.mask import key_order, key_ranks
+from dma_ref.validate import check_score_values, check_tensor, check_window
 
-__all__ = ["build_lifetimes", "global_lifetimes", "running_threshold_scan"]
-
-
-def _merge_smallest(a: torch.Tensor, b: torch.Tensor, w: int) -> torch.Tensor:
-    """The w smallest of ``a ∪ b`` along the last dim, ascending. a, b ``[..., w]``."""
-    return torch.sort(torch.cat([a, b], dim=-1), dim=-1).values[..., :w]
+__all__ = ["build_lifetimes", "global_lifetimes", "superblock_size"]
 
 
-def _exclusive_topw(rb: torch.Tensor, w: int, big: int) -> torch.Tensor:
-    """``T [BH, n, w]``: the w best ranks (ascending, padded with ``big``) of the keys before each
-    block, from the blocks' ranks ``rb [BH, n, C]``: a log-depth inclusive Hillis-Steele scan of
-    ``merge`` over the blocks' own top-w lists, shifted by one block."""
-    BH, n, C = rb.shape
-    L = torch.sort(rb, dim=-1).values
-    L = L[..., :w] if C >= w else torch.cat(
-        [L, torch.full((BH, n, w - C), big, dtype=L.dtype, device=L.device)], dim=-1)
-    d = 1
-    while d < n:
-        L = torch.cat([L[:, :d], _merge_smallest(L[:, d:], L[:, :-d], w)], dim=1)
-        d *= 2
-    return torch.cat([torch.full((BH, 1, w), big, dtype=L.dtype, device=L.device), L[:, :-1]],
-                     dim=1)
+@triton.jit
+def lifetimes_kernel(R, ORDER, H, E, n_k, w, n_rb,
+                     S: tl.constexpr, NS: tl.constexpr, BJ: tl.constexpr, BP: tl.constexpr):
+    """One program: the keys of ranks ``[rb BJ, (rb + 1) BJ)`` of head ``bh``.
 
-
-def running_threshold_scan(r: torch.Tensor, w: int, block: int = 64,
-                           coarse: int = 1024) -> torch.Tensor:
-    """``theta [BH, K]``: the w-th smallest rank among ``r[:, :p + 1]`` (``K`` while p + 1 < w).
-
-    r: int ``[BH, K]``, each row a permutation of ``0..K-1``; 1 <= w < K. ``block`` = C, the
-    fine block; ``coarse`` = C1 (a multiple of C): the scan runs over coarse blocks only and the
-    top-w before each fine block is the w best of (top-w before its coarse block) ∪ (the coarse
-    block's keys before it), one sort of ``[K / C, w + C1]`` instead of log2(K / C) of them.
+    R int32 ``[BH, K]`` ranks; ORDER int32 ``[BH, K]`` keys by rank; H int32 ``[BH, n_rb, NS]``
+    better keys per superblock before each rank block; E int32 ``[BH, K]`` out.
     """
-    BH, K = r.shape
-    C = max(1, min(block, K))
-    C1 = max(C, (coarse // C) * C)
-    n1 = -(-K // C1)
-    nf = C1 // C
-    nB = n1 * nf
-    big = K                                               # "no key": worse than every rank
-    rp = torch.full((BH, nB * C), big, dtype=torch.int32, device=r.device)
-    rp[:, :K] = r.to(torch.int32)
-    rb = rp.view(BH, nB, C)
+    rb = tl.program_id(0)
+    bh = tl.program_id(1).to(tl.int64)
+    rank = rb * BJ + tl.arange(0, BJ)                                    # [BJ]
+    valid = rank < n_k
+    j = tl.load(ORDER + bh * n_k + rank, mask=valid, other=0)
+    c = tl.arange(0, NS)
 
-    # 1. T_b: the w best ranks before each fine block.
-    if n1 == 1 or nf == 1:
-        T = _exclusive_topw(rb, w, big)
-    else:
-        r1 = rp.view(BH, n1, C1)
-        T1 = _exclusive_topw(r1, w, big)                               # [BH, n1, w]
-        ar = torch.arange(C1, device=r.device)
-        before = ar[None, :] < (torch.arange(nf, device=r.device) * C)[:, None]     # [nf, C1]
-        pre = torch.where(before, r1[:, :, None, :], big)              # [BH, n1, nf, C1]
-        cand = torch.cat([T1[:, :, None, :].expand(-1, -1, nf, -1), pre], dim=-1)
-        T = torch.sort(cand, dim=-1).values[..., :w].reshape(BH, nB, w)
+    # 1. Better keys per superblock, then the superblock c* where their running sum reaches w.
+    h_row = tl.load(H + (bh * n_rb + rb) * NS + c)                       # [NS]
+    onehot = ((j // S)[:, None] == c[None, :]) & valid[:, None]
+    onehot = onehot.to(tl.int32)
+    cnt = h_row[None, :] + tl.cumsum(onehot, 0) - onehot                 # [BJ, NS]
+    below = tl.cumsum(cnt, 1) < w                                        # non-increasing in c
+    c_star = tl.sum(below.to(tl.int32), 1)                               # NS: never reaches w
+    crossed = valid & (c_star < NS)
+    m = w - tl.sum(tl.where(below, cnt, 0), 1)                           # 1 <= m <= cnt[c*]
 
-    # 2. Inside a block: the m worst of T_b plus the block's keys seen so far (m = C + 1, not C:
-    #    with m = C the w-th smallest itself could be dropped when all C block keys beat it).
-    m = min(w, C + 1)
-    worst = T[..., w - m:]                                            # [BH, nB, m]
-    seen = torch.arange(C, device=r.device)[None, :] <= torch.arange(C, device=r.device)[:, None]
-    X = torch.where(seen, rb[:, :, None, :], big)                     # [BH, nB, C(p), C(key)]
-    cand = torch.cat([worst[:, :, None, :].expand(-1, -1, C, -1), X], dim=-1)
-    theta = torch.kthvalue(cand, m, dim=-1).values                    # [BH, nB, C]
-    return theta.reshape(BH, nB * C)[:, :K]
+    # 2. The m-th better key inside superblock c*.
+    found = tl.full([BJ], 2147483647, tl.int32)
+    seen = tl.zeros([BJ], tl.int32)
+    for t0 in range(0, S, BP):
+        pos = c_star[:, None] * S + t0 + tl.arange(0, BP)[None, :]       # [BJ, BP]
+        ok = crossed[:, None] & (pos < n_k)
+        r = tl.load(R + bh * n_k + pos, mask=ok, other=n_k)              # n_k: never better
+        better = (r < rank[:, None]).to(tl.int32)
+        nth = tl.cumsum(better, 1) + seen[:, None]
+        hit = (better == 1) & (nth == m[:, None])
+        found = tl.minimum(found, tl.min(tl.where(hit, pos, 2147483647), 1))
+        seen += tl.sum(better, 1)
+    e = tl.where(crossed, tl.maximum(j, found), n_k)
+    tl.store(E + bh * n_k + j, e, mask=valid)
 
 
-def build_lifetimes(s: torch.Tensor, window: int, *, block: int = 64,
-                    coarse: int = 1024) -> torch.Tensor:
+def superblock_size(K: int, bp: int = 128) -> int:
+    """The default S: a power of two >= ``bp`` with at most 128 superblocks up to K = 2^14 S."""
+    return max(bp, triton.next_power_of_2(-(-K // 128)))
+
+
+def _on_triton(x: torch.Tensor) -> bool:
+    return x.device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def build_lifetimes(s: torch.Tensor, window: int, *, superblock: int | None = None,
+                    block_j: int = 64, block_p: int = 128) -> torch.Tensor:
     """int64 ``[B, Hkv, K]``: ``e_j`` with ``keep(p, j) <=> j <= p < e_j`` (causal row mode).
 
-    s ``[B, Hkv, K]`` (float, no NaN), window = w >= 1. Equals ``dma_ref.key_lifetimes``.
-    ``w >= K`` gives ``e = K`` (nothing is ever evicted). ``block``, ``coarse``: the scan's block
-    sizes (see ``running_threshold_scan``); they change the speed, never the result.
+    s ``[B, Hkv, K]`` (float, no NaN or +inf), window = w >= 1. Equals
+    ``dma_ref.key_lifetimes`` exactly. ``w >= K`` gives ``e = K`` (nothing is ever evicted).
+    ``superblock`` (S), ``block_j`` (BJ), ``block_p`` (BP): powers of two that change the speed,
+    never the result; S must be a multiple of BP. On a CPU without the Triton interpreter this
+    falls back to ``dma_ref.key_lifetimes``.
     """
     check_tensor(s, "s", 3, "[B, Hkv, K]")
+    check_score_values(s)
     w = check_window(window)
-    B, H, K = s.shape
+    B, Hh, K = s.shape
     if w >= K or K == 0:
-        return torch.full((B, H, K), K, dtype=torch.int64, device=s.device)
-    r = key_ranks(s).reshape(B * H, K)
-    theta = running_threshold_scan(r, w, block, coarse)
-    # First p with theta_p < r_j <=> first p with -theta_p > -r_j; -theta is non-decreasing.
-    first_evict = torch.searchsorted(-theta.to(torch.int64).contiguous(), -r.contiguous(),
-                                     right=True)
-    e = torch.maximum(torch.arange(K, device=s.device)[None, :], first_evict)
-    return e.reshape(B, H, K)
+        return torch.full((B, Hh, K), K, dtype=torch.int64, device=s.device)
+    if not _on_triton(s):
+        return key_lifetimes(s, w)
+    S = superblock or superblock_size(K, block_p)
+    if S % block_p or S & (S - 1) or block_j & (block_j - 1):
+        raise ValueError(f"superblock={S} must be a power of two and a multiple of block_p="
+                         f"{block_p}; block_j={block_j} a power of two")
+    BH, dev = B * Hh, s.device
+    order = key_order(s).reshape(BH, K)
+    ranks = key_ranks(s, order.reshape(B, Hh, K)).reshape(BH, K)
+    n_s = -(-K // S)
+    NS = triton.next_power_of_2(n_s)
+    n_rb = -(-K // block_j)
+    # H[bh, rb, c]: keys of ranks < rb * BJ in superblock c (scatter the keys, cumsum over rb).
+    cell = (torch.arange(K, device=dev) // block_j * NS)[None, :] + order // S
+    hist = torch.zeros(BH, n_rb * NS, dtype=torch.int32, device=dev)
+    hist.scatter_add_(1, cell, torch.ones_like(cell, dtype=torch.int32))
+    hist = hist.view(BH, n_rb, NS)
+    H = (torch.cumsum(hist, 1, dtype=torch.int32) - hist).contiguous()
+    e = torch.empty(BH, K, dtype=torch.int32, device=dev)
+    lifetimes_kernel[(n_rb, BH)](ranks.to(torch.int32).contiguous(),
+                                 order.to(torch.int32).contiguous(), H, e, K, w, n_rb,
+                                 S=S, NS=NS, BJ=block_j, BP=block_p, num_warps=4)
+    return e.to(torch.int64).reshape(B, Hh, K)
 
 
 def global_lifetimes(s: torch.Tensor, window: int) -> torch.Tensor:

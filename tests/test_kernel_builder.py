@@ -1,10 +1,12 @@
 """The kernels' mask builder (kernels/lifetimes.py, kernels/blocks.py) against the references.
 
-* ``build_lifetimes`` must equal ``dma_ref.key_lifetimes`` (heap reference) exactly, on random
-  and heavily tied scores, for every window including 1 and >= K and every scan block size;
-  on small cases also the brute-force mask of conftest (shares no code with dma_ref).
+* ``build_lifetimes`` must equal ``dma_ref.key_lifetimes`` (heap reference) exactly, on random,
+  heavily tied, increasing and decreasing scores, for every window including 1 and >= K and
+  superblock / rank-block / tile sizes from 2 up (many superblocks on small K); on small cases
+  also the brute-force mask of conftest (shares no code with dma_ref).
 * The per-block key lists plus the diagonal range must cover every kept key of the block's
-  rows, hold nothing else (the union is exact), be ascending and hold at most w keys.
+  rows, hold nothing else (the union is exact), hold no key twice and at most w keys, for chunk
+  sizes that put the chunk boundaries everywhere relative to the blocks.
 """
 
 from __future__ import annotations
@@ -33,14 +35,28 @@ def scores(B: int, H: int, K: int, seed: int, ties: int) -> torch.Tensor:
     return (s * ties / 4).round() if ties else s
 
 
-@settings(max_examples=150, deadline=None)
-@given(K=st.integers(1, 300), w=st.integers(1, 310), block=st.sampled_from([1, 2, 3, 16, 64]),
-       coarse=st.sampled_from([1, 8, 30, 64, 1024]), ties=st.sampled_from([0, 0, 1, 3, 8]),
+def ordered(kind: str, B: int, H: int, K: int, seed: int) -> torch.Tensor:
+    """Scores of one of the shapes that stress the builder differently."""
+    if kind == "increasing":      # each new key beats all earlier ones: long-lived late keys
+        return torch.arange(K, dtype=torch.float32).expand(B, H, K).clone()
+    if kind == "decreasing":      # the first w keys live forever, the others are never admitted
+        return -torch.arange(K, dtype=torch.float32).expand(B, H, K).clone()
+    return scores(B, H, K, seed, ties={"random": 0, "tied": 3, "two values": 1}[kind])
+
+
+SIZES = st.sampled_from([(None, 64, 128), (2, 2, 2), (4, 2, 4), (8, 4, 2), (16, 16, 16),
+                         (32, 8, 8)])
+
+
+@settings(max_examples=100, deadline=None)
+@given(K=st.integers(1, 300), w=st.integers(1, 310), sizes=SIZES,
+       kind=st.sampled_from(["random", "random", "tied", "two values", "increasing",
+                             "decreasing"]),
        seed=st.integers(0, 2**31 - 1))
-def test_build_lifetimes_equals_reference(K, w, block, coarse, ties, seed):
-    """Every (fine, coarse) block pair: one-level scan, two-level scan, blocks of one key."""
-    s = scores(2, 2, K, seed, ties)
-    e = build_lifetimes(s, w, block=block, coarse=coarse)
+def test_build_lifetimes_equals_reference(K, w, sizes, kind, seed):
+    S, BJ, BP = sizes
+    s = ordered(kind, 2, 2, K, seed)
+    e = build_lifetimes(s, w, superblock=S, block_j=BJ, block_p=BP)
     assert e.dtype == torch.int64 and e.shape == s.shape
     torch.testing.assert_close(e, key_lifetimes(s, w), rtol=0, atol=0)
 
@@ -48,17 +64,21 @@ def test_build_lifetimes_equals_reference(K, w, block, coarse, ties, seed):
 @pytest.mark.parametrize("K,w", [(1, 1), (9, 1), (17, 4), (40, 13), (33, 33), (20, 50)])
 def test_build_lifetimes_equals_brute_mask(ref, K, w):
     s = scores(1, 2, K, int(torch.randint(0, 2**31 - 1, ())), ties=3)
-    torch.testing.assert_close(build_lifetimes(s, w, block=8), ref.lifetimes(ref.mask(s, w)),
-                               rtol=0, atol=0)
+    torch.testing.assert_close(build_lifetimes(s, w, superblock=8, block_j=4, block_p=4),
+                               ref.lifetimes(ref.mask(s, w)), rtol=0, atol=0)
 
 
-def test_build_lifetimes_large_block_count():
-    """Many scan levels (K / block = 256) and a window spanning several blocks."""
-    s = scores(1, 1, 1024, int(torch.randint(0, 2**31 - 1, ())), ties=6)
+def test_build_lifetimes_default_sizes_at_K_1024():
+    """The default superblock on a longer sequence, windows from 1 to K - 1."""
+    s = scores(1, 2, 1024, int(torch.randint(0, 2**31 - 1, ())), ties=6)
     for w in (1, 5, 100, 1023):
-        for coarse in (4, 64):
-            torch.testing.assert_close(build_lifetimes(s, w, block=4, coarse=coarse),
-                                       key_lifetimes(s, w), rtol=0, atol=0)
+        torch.testing.assert_close(build_lifetimes(s, w), key_lifetimes(s, w), rtol=0, atol=0)
+
+
+def test_build_lifetimes_rejects_bad_sizes():
+    s = scores(1, 1, 50, 0, ties=0)
+    with pytest.raises(ValueError, match="superblock"):
+        build_lifetimes(s, 3, superblock=12, block_p=4)
 
 
 def test_global_lifetimes_give_the_global_mask():
@@ -68,30 +88,48 @@ def test_global_lifetimes_give_the_global_mask():
                                    dma_mask(s, w, mode="global"), rtol=0, atol=0)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(K=st.integers(1, 130), data=st.data(), block_q=st.sampled_from([1, 2, 8, 16, 32]),
-       mode=st.sampled_from(["row", "global"]), seed=st.integers(0, 2**31 - 1))
-def test_block_lists_cover_exactly_the_kept_keys(K, data, block_q, mode, seed):
+       mode=st.sampled_from(["row", "global"]), tiles=st.sampled_from([(None, 128), (2, 2),
+                                                                      (8, 4), (16, 16)]),
+       seed=st.integers(0, 2**31 - 1))
+def test_block_lists_cover_exactly_the_kept_keys(K, data, block_q, mode, tiles, seed):
     Q = data.draw(st.integers(1, K))
     w = data.draw(st.integers(1, K + 2))
     s = scores(1, 2, K, seed, ties=3)
-    plan = build_plan(s, w, Q, mode=mode, block_q=block_q)
     mask = dma_mask(s, w, q_len=Q, mode=mode)[0]                        # [2, Q, K]
     if w >= K:
-        assert plan.dense
+        assert build_plan(s, w, Q, mode=mode, block_q=block_q).dense
         return
+    e = (build_lifetimes(s, w) if mode == "row" else global_lifetimes(s, w)).reshape(2, K)
+    chunk, tile = tiles
+    idx, start, count = block_key_lists(e, Q, block_q, w, chunk=chunk, tile=tile)
+    n_qb = -(-Q // block_q)
+    assert start.shape == count.shape == (2, n_qb)
     for h in range(2):
-        for b in range(plan.n_qb):
+        for b in range(n_qb):
             p0, p1 = block_positions(b, block_q, Q, K)
-            lst = plan.idx[plan.start[h, b]: plan.start[h, b] + plan.count[h, b]].long()
-            assert len(lst) <= w
-            assert torch.all(lst[1:] > lst[:-1]) and torch.all(lst < p0)
+            lst = idx[start[h, b]: start[h, b] + count[h, b]].long()
+            assert len(lst) <= w and len(set(lst.tolist())) == len(lst), "a key listed twice"
+            assert torch.all(lst < p0)
             visited = torch.zeros(K, dtype=torch.bool)
             visited[lst] = True
             visited[p0:p1 + 1] = True                                   # the diagonal range
             kept = mask[h, p0 - (K - Q): p1 - (K - Q) + 1].any(0)        # union of the rows
             assert not (kept & ~visited).any(), "a kept key is missing from the block's keys"
             assert not (visited[:p0] & ~kept[:p0]).any(), "the list holds a key nobody keeps"
+
+
+def test_build_plan_lists_match_block_key_lists():
+    s = scores(2, 2, 200, int(torch.randint(0, 2**31 - 1, ())), ties=0)
+    plan = build_plan(s, 20, 150, block_q=16)
+    idx, start, count = block_key_lists(build_lifetimes(s, 20).reshape(4, 200), 150, 16, 20)
+    assert plan.window == 20 and plan.n_qb == 10
+    torch.testing.assert_close(plan.count, count, rtol=0, atol=0)
+    for bh in range(4):
+        for b in range(10):
+            a = plan.idx[plan.start[bh, b]: plan.start[bh, b] + plan.count[bh, b]]
+            torch.testing.assert_close(a, idx[start[bh, b]: start[bh, b] + count[bh, b]])
 
 
 def test_topw_lists_are_the_noncausal_selection():
@@ -105,10 +143,20 @@ def test_topw_lists_are_the_noncausal_selection():
             torch.testing.assert_close(lst, want, rtol=0, atol=0)
 
 
-def test_block_key_lists_sizes_sum_to_total():
+def test_block_key_lists_slots_and_sizes():
     s = scores(2, 1, 300, int(torch.randint(0, 2**31 - 1, ())), ties=0)
     e = build_lifetimes(s, 20).reshape(2, 300)
-    idx, start, count = block_key_lists(e, 300, 16)
+    idx, start, count = block_key_lists(e, 300, 16, 20)
     assert idx.dtype == start.dtype == count.dtype == torch.int32
-    assert int(count.sum()) == idx.numel()
-    assert int(count.max()) <= 20
+    assert idx.numel() == 2 * 19 * 20                                   # one slot of w per block
+    torch.testing.assert_close(start.flatten().long(), torch.arange(0, 2 * 19 * 20, 20))
+    assert int(count.max()) <= 20 and int(count.min()) >= 0
+
+
+def test_mask_builder_needs_triton(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    s = scores(1, 1, 30, 0, ties=0)
+    with pytest.raises(RuntimeError, match="setup_device"):
+        build_plan(s, 3, 30)
+    # build_lifetimes falls back to the reference on a CPU
+    torch.testing.assert_close(build_lifetimes(s, 3), key_lifetimes(s, 3), rtol=0, atol=0)
