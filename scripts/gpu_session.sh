@@ -13,6 +13,7 @@ export PYTHONPATH=/tmp/pkg
 cd /tmp
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$OUT/gpu.txt"
+[ -n "${PROFILE:-}" ] && { python3 "$REPO/scripts/profile_builder.py" $PROFILE; exit; }
 timeout "${BUILDER_S:-45}" python3 -m pytest -q -p no:cacheprovider "$REPO/tests/gpu/test_builder_gpu.py" 2>&1 | tail -12 | tee "$OUT/builder_tests.log"
 timeout "${TUNE_S:-75}" python3 -m dma_ref.kernels.tune --quick --n ${TUNE_N:-4096 16384 65536 131072} --out "$OUT" > "$OUT/tune.log" 2>&1
 grep -E "^N=|mask:|cuDNN|incl. mask|fwd kernel|fwd\+bwd" "$OUT/tune.log"
