@@ -9,8 +9,8 @@ Importing ``dma_ref`` does not import Triton, so ``setup_device()`` can still sw
 interpreter on.
 """
 
+from . import paths  # noqa: F401  (dma_ref.paths after a plain import dma_ref)
 from .dense import dense_attention
-from . import paths
 from .device import describe_environment, setup_device
 from .lifetimes import key_lifetimes
 from .mask import dma_mask
@@ -19,7 +19,13 @@ from .naive import naive_dma_attention
 from .scores import dma_scores
 
 __all__ = [
-    "dense_attention", "dma_scores", "dma_mask", "key_lifetimes", "naive_dma_attention",
-    "DMAAttention", "setup_device", "describe_environment",
+    "DMAAttention",
+    "dense_attention",
+    "describe_environment",
+    "dma_mask",
+    "dma_scores",
+    "key_lifetimes",
+    "naive_dma_attention",
+    "setup_device",
 ]
 __version__ = "0.1.0"

@@ -64,7 +64,7 @@ def dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal
     keep. Size-1 dims of bias and mask broadcast (explicitly documented, PyTorch's rule).
     Returns o ``[B, Hq, Q, D]`` in q's dtype; fully masked rows give 0.
     """
-    B, Hq, Hkv, Q, K, D = check_qkv(q, k, v)
+    B, Hq, _Hkv, Q, K, D = check_qkv(q, k, v)
     scale = default_scale(scale, D)
     k, v = expand_kv(k, Hq), expand_kv(v, Hq)
     logits = scale * (q @ k.transpose(-1, -2))

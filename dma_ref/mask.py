@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from .validate import check_score_values, check_mode, check_tensor, check_window
+from .validate import check_mode, check_score_values, check_tensor, check_window
 
 
 def key_order(s: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,7 @@ gradient at step 0), ``Delta ~ N(0, 1 / (Hkv*D))`` (unit-variance x for unit-var
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from .naive import naive_dma_attention
 from .rope import apply_rope, rope_angles

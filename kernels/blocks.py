@@ -31,7 +31,7 @@ import triton.language as tl
 
 from dma_ref.mask import key_order
 
-from .lifetimes import _on_triton, build_lifetimes, global_lifetimes
+from .lifetimes import _on_triton, global_lifetimes, lifetimes_unchecked
 
 __all__ = ["KeyPlan", "block_key_lists", "build_plan", "topw_key_lists"]
 
@@ -173,7 +173,7 @@ def build_plan(s: torch.Tensor, window: int, q_len: int, *, causal: bool = True,
     if not causal:                                          # row and global modes coincide
         idx, start, count = topw_key_lists(s, window, n_qb)
         return KeyPlan(False, False, window, block_q, n_qb, empty, idx, start, count)
-    e = build_lifetimes(s, window) if mode == "row" else global_lifetimes(s, window)
+    e = lifetimes_unchecked(s, window) if mode == "row" else global_lifetimes(s, window)
     e = e.reshape(B * H, K)
     idx, start, count = block_key_lists(e, q_len, block_q, window)
     return KeyPlan(True, False, window, block_q, n_qb, e.to(torch.int32).contiguous(), idx, start,

@@ -103,7 +103,13 @@ def build_lifetimes(s: torch.Tensor, window: int, *, superblock: int | None = No
     """
     check_tensor(s, "s", 3, "[B, Hkv, K]")
     check_score_values(s)
-    w = check_window(window)
+    return lifetimes_unchecked(s, check_window(window), superblock, block_j, block_p)
+
+
+def lifetimes_unchecked(s: torch.Tensor, w: int, superblock: int | None = None,
+                        block_j: int = 64, block_p: int = 128) -> torch.Tensor:
+    """``build_lifetimes`` without validating s (``build_plan``: ``dma_attention`` already has;
+    the value check costs a host sync)."""
     B, Hh, K = s.shape
     if w >= K or K == 0:
         return torch.full((B, Hh, K), K, dtype=torch.int64, device=s.device)

@@ -6,14 +6,14 @@ import sys
 
 import torch
 import triton
-from triton.testing import do_bench
-
 from dma_ref.kernels import block_key_lists, build_lifetimes, build_plan
 from dma_ref.kernels.lifetimes import lifetimes_kernel, superblock_size
+from triton.testing import do_bench
+
 from dma_ref.mask import key_order, key_ranks
 
 w, BJ, BP = 1024, 64, 128
-for N in [int(x) for x in sys.argv[1:]] or [16384, 131072]:
+def profile(N: int) -> None:
     s = torch.randn(1, 2, N, device="cuda")
     t = {}
     order = key_order(s).reshape(2, N)
@@ -32,7 +32,7 @@ for N in [int(x) for x in sys.argv[1:]] or [16384, 131072]:
     r32, o32 = ranks.to(torch.int32).contiguous(), order.to(torch.int32).contiguous()
     e = torch.empty(2, N, dtype=torch.int32, device="cuda")
     for nw in (4, 8):
-        t[f"kernel_w{nw}"] = do_bench(lambda: lifetimes_kernel[(n_rb, 2)](
+        t[f"kernel_w{nw}"] = do_bench(lambda nw=nw: lifetimes_kernel[(n_rb, 2)](
             r32, o32, H, e, N, w, n_rb, S=S, NS=NS, BJ=BJ, BP=BP, num_warps=nw))
     t["table"] = do_bench(table)
     t["order+ranks"] = do_bench(lambda: key_ranks(s, key_order(s)))
@@ -41,3 +41,7 @@ for N in [int(x) for x in sys.argv[1:]] or [16384, 131072]:
     e64 = build_lifetimes(s, w).reshape(2, N)
     t["lists"] = do_bench(lambda: block_key_lists(e64, N, 64, w))
     print(N, " ".join(f"{k}={v:.3f}" for k, v in t.items()), flush=True)
+
+
+for n in [int(x) for x in sys.argv[1:]] or [16384, 131072]:
+    profile(n)

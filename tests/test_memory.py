@@ -31,7 +31,7 @@ def test_naive_dma_memory_is_quadratic():
     assert all(r["largest_bytes"] >= 8 * r["N"] ** 2 for r in rs)
     ratios = [rs[i + 1]["saved_bytes"] / rs[i]["saved_bytes"] for i in range(3)]
     assert all(3.5 < r <= 4.0 for r in ratios), ratios
-    a, b, c = memory.quadratic_fit([r["N"] for r in rs], [r["saved_bytes"] for r in rs])
+    a, _b, _c = memory.quadratic_fit([r["N"] for r in rs], [r["saved_bytes"] for r in rs])
     # Saved for backward holds at least the [B, Hq, N, N] fp32 probabilities (8 bytes per N^2 here).
     assert a >= 2 * 4
     assert rs[0]["input_bytes"] == 4 * (2 * 64 * 16 + 2 * 64 * 16 + 64)
@@ -49,7 +49,7 @@ def test_measurement_does_not_change_the_result():
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(1, 2, 32, 8, generator=g) for _ in range(3))
     s = torch.randn(1, 2, 32, generator=g)
-    run = lambda: dma_ref.naive_dma_attention(q, k, v, s, 5)    # noqa: E731
+    run = lambda: dma_ref.naive_dma_attention(q, k, v, s, 5)
     out, _ = memory.saved_tensor_bytes(run)
     out2, _, _ = memory.largest_intermediate_bytes(run)
     torch.testing.assert_close(out, run())

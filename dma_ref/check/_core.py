@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 
 @dataclass
@@ -31,7 +31,7 @@ def run_checks(name: str, trials: Callable[[], None], *, strict: bool = False, q
         result = Result(name, True, "all checks passed")
     except NotImplementedError:
         result = Result(name, False, "not attempted yet: replace the `raise NotImplementedError`")
-    except Exception as err:  # any wrong answer or crash of the learner's code is "not yet"
+    except Exception as err:  # noqa: BLE001 - any wrong answer or crash of the learner's code is "not yet"
         result = Result(name, False, f"{type(err).__name__}: {err}")
     if not quiet:
         print(repr(result))
