@@ -18,7 +18,7 @@ import triton
 
 from dma_ref.validate import check_mode, check_qkv, check_scores, check_window, default_scale
 
-from .backward import dma_bwd_kernel
+from .backward import dma_bwd_kernel, reduce_partials_kernel
 from .blocks import KeyPlan, block_key_lists, build_plan
 from .forward import LOG2E, dma_fwd_kernel
 
@@ -114,10 +114,12 @@ def dma_forward(q, k, v, s32, plan: KeyPlan, scale: float, cfg: KernelConfig, GH
 
 
 def dma_backward(do, q, k, v, s32, o, lse, plan: KeyPlan, scale: float, cfg: KernelConfig,
-                 GH: int):
+                 GH: int, deterministic: bool = False):
     """Launch the backward. Returns ``(dq, dk32, dv32, ds32)``; dk, dv, ds in fp32.
 
-    o: the forward output in fp32 (``dma_forward(..., keep_fp32=True)``) for an accurate Delta."""
+    o: the forward output in fp32 (``dma_forward(..., keep_fp32=True)``) for an accurate Delta.
+    ``deterministic``: partial buffers and a fixed-order reduction instead of atomic adds
+    (sparse plans only; see backward.py)."""
     B, Hq, Q, D = q.shape
     Hkv, K = k.shape[1], k.shape[2]
     G = Hq // Hkv
@@ -127,14 +129,60 @@ def dma_backward(do, q, k, v, s32, o, lse, plan: KeyPlan, scale: float, cfg: Ker
     dk = torch.zeros(B, Hkv, K, D, dtype=torch.float32, device=q.device)
     dv = torch.zeros_like(dk)
     ds = torch.zeros(B, Hkv, K, dtype=torch.float32, device=q.device)
+    list_w, key_map = 0, None
+    if deterministic:
+        list_w, key_map = _slot_keys(plan, B * Hkv, Q, K)            # [BH, nQB, R]
+        rows = B * Hkv * n_hg * plan.n_qb * (list_w + plan.block_q)
+        pk = torch.empty(rows, D, dtype=torch.float32, device=q.device)
+        pv, ps = torch.empty_like(pk), torch.empty(rows, dtype=torch.float32, device=q.device)
     grid = (plan.n_qb, B * Hkv * n_hg)
     dma_bwd_kernel[grid](
-        q, k, v, s32, plan.e, plan.idx, plan.start, plan.count, do, lse, delta, dq, dk, dv, ds,
-        Q, K, G, plan.n_qb, n_hg, scale * LOG2E, scale,
+        q, k, v, s32, plan.e, plan.idx, plan.start, plan.count, do, lse, delta, dq,
+        *((pk, pv, ps) if deterministic else (dk, dv, ds)),
+        Q, K, G, plan.n_qb, n_hg, scale * LOG2E, scale, list_w,
         BLOCK_Q=plan.block_q, GH=GH, BLOCK_N=cfg.block_n, HEAD_D=D, CAUSAL=plan.causal,
         DENSE=plan.dense, PREC=_prec(q.dtype), DS_F32=q.dtype == torch.float16,
+        DETERMINISTIC=deterministic,
         num_warps=_warps(cfg, GH, plan.block_q), num_stages=cfg.num_stages)
+    if deterministic:
+        _reduce_partials(pk, pv, ps, key_map, n_hg, K, dk, dv, ds)
     return dq, dk, dv, ds
+
+
+def _slot_keys(plan: KeyPlan, BH: int, Q: int, K: int) -> tuple[int, torch.Tensor]:
+    """``(LIST_W, key_map int64 [BH, nQB, LIST_W + BLOCK_Q])``: the key whose contribution each
+    partial row of a block holds (-1: the row is never written), as backward.py lays them out."""
+    BQ, n_qb, dev = plan.block_q, plan.n_qb, plan.count.device
+    if plan.causal:
+        W = plan.idx.numel() // (BH * n_qb)                   # the fixed slot of block_key_lists
+        slots = plan.idx.view(BH, n_qb, W).long()
+    else:                                                     # one shared top-w list per head
+        W = plan.idx.numel() // BH
+        slots = plan.idx.view(BH, 1, W).long().expand(BH, n_qb, W)
+    listed = torch.arange(W, device=dev)[None, None, :] < plan.count[:, :, None]
+    slots = torch.where(listed, slots, -1)
+    p0 = (K - Q) + torch.arange(n_qb, device=dev) * BQ                       # [nQB]
+    diag = p0[:, None] + torch.arange(BQ, device=dev)[None, :]              # [nQB, BQ]
+    p1 = (K - Q) + torch.clamp((torch.arange(n_qb, device=dev) + 1) * BQ, max=Q) - 1
+    diag = torch.where(diag <= p1[:, None], diag, -1) if plan.causal else torch.full_like(diag, -1)
+    return W, torch.cat([slots, diag.expand(BH, n_qb, BQ)], dim=2)
+
+
+def _reduce_partials(pk, pv, ps, key_map, n_hg: int, K: int, dk, dv, ds) -> None:
+    """dk, dv, ds (fp32, written in place) = the sum of each key's partial rows, in row order."""
+    BH, n_qb, R = key_map.shape
+    km = key_map[:, None].expand(BH, n_hg, n_qb, R).reshape(BH, -1)           # partial row order
+    key = torch.where(km >= 0, km + torch.arange(BH, device=km.device)[:, None] * K, -1).flatten()
+    keep = key >= 0
+    rows = torch.arange(key.numel(), device=key.device)[keep]
+    key = key[keep]
+    key_sorted, order = torch.sort(key, stable=True)          # stable: each key's rows ascending
+    cnt = torch.bincount(key_sorted, minlength=BH * K)
+    off = torch.cumsum(cnt, 0) - cnt
+    D = dk.shape[-1]
+    reduce_partials_kernel[(BH * K,)](pk, pv, ps, rows[order].contiguous(), off, cnt,
+                                      dk.view(BH * K, D), dv.view(BH * K, D), ds.view(BH * K),
+                                      HEAD_D=D, num_warps=1)
 
 
 def _replan(plan: KeyPlan, Q: int, block_q: int) -> KeyPlan:
@@ -156,7 +204,7 @@ def _replan(plan: KeyPlan, Q: int, block_q: int) -> KeyPlan:
 
 class _DMAFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, s, window, causal, scale, mode, fwd_cfg, bwd_cfg):
+    def forward(ctx, q, k, v, s, window, causal, scale, mode, fwd_cfg, bwd_cfg, deterministic):
         _B, Hq, Q, _D = q.shape
         G = Hq // k.shape[1]
         q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
@@ -167,6 +215,7 @@ class _DMAFunction(torch.autograd.Function):
         o, lse, o32 = dma_forward(q, k, v, s32, plan, scale, fwd_cfg, GH, keep_fp32=need_grad)
         ctx.save_for_backward(q, k, v, s32, o32, lse)
         ctx.plan, ctx.scale, ctx.bwd_cfg, ctx.s_dtype = plan, scale, bwd_cfg, s.dtype
+        ctx.deterministic = deterministic
         ctx.mark_non_differentiable(lse)
         return o, lse
 
@@ -177,15 +226,16 @@ class _DMAFunction(torch.autograd.Function):
         GH, bq = _shape(ctx.bwd_cfg, G, q.shape[2])
         plan = _replan(ctx.plan, q.shape[2], bq)
         dq, dk, dv, ds = dma_backward(do.contiguous(), q, k, v, s32, o, lse, plan, ctx.scale,
-                                      ctx.bwd_cfg, GH)
+                                      ctx.bwd_cfg, GH, ctx.deterministic)
         return (dq, dk.to(k.dtype), dv.to(v.dtype), ds.to(ctx.s_dtype),
-                None, None, None, None, None, None)
+                None, None, None, None, None, None, None)
 
 
 def dma_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Tensor,
                   window: int, *, causal: bool = True, scale: float | None = None,
                   mode: str = "row", return_lse: bool = False,
-                  fwd_config: KernelConfig | None = None, bwd_config: KernelConfig | None = None):
+                  fwd_config: KernelConfig | None = None, bwd_config: KernelConfig | None = None,
+                  deterministic: bool = False):
     """Dynamic Mask Attention with Triton kernels; differentiable in q, k, v and s.
 
     q ``[B, Hq, Q, D]``; k, v ``[B, Hkv, K, D]`` (Hq = G * Hkv); s ``[B, Hkv, K]`` (any float
@@ -195,6 +245,9 @@ def dma_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Te
     ``lse [B, Hq, Q]`` fp32, natural log, with ``return_lse``). Equals
     ``dma_ref.naive_dma_attention``; rows with no kept key give ``o = 0`` and ``lse = -inf``.
     dk, dv and ds are accumulated with fp32 atomic adds: their last bits vary between runs.
+    ``deterministic=True`` makes them bit-reproducible (partial sums per query block, reduced in
+    a fixed order; extra memory ~ 2 Q (w + BLOCK_Q) D / BLOCK_Q fp32 per KV head, and slower);
+    it needs w < K.
     """
     B, Hq, Hkv, Q, K, D = check_qkv(q, k, v, q_le_k=True)
     if q.dtype not in DTYPES:
@@ -205,6 +258,11 @@ def dma_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Te
     check_mode(mode)
     if not isinstance(causal, bool):
         raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
+    if not isinstance(deterministic, bool):
+        raise TypeError(f"deterministic must be a bool, got {type(deterministic).__name__}")
+    if deterministic and w >= K:
+        raise ValueError(f"deterministic=True needs window < K (the sparse path); got window={w}, "
+                         f"K={K}. Use deterministic=False (atomic adds) for the dense regime")
     scale = default_scale(scale, D)
     if D not in HEAD_DIMS:
         raise ValueError(f"head dim D={D} (last dim of q [B, Hq, Q, D]) is not supported; "
@@ -222,5 +280,6 @@ def dma_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Te
         o = torch.zeros_like(q) + 0 * (k.sum() + v.sum() + s.sum())
         lse = torch.full((B, Hq, Q), float("-inf"), dtype=torch.float32, device=q.device)
         return (o, lse) if return_lse else o
-    o, lse = _DMAFunction.apply(q, k, v, s, w, causal, scale, mode, fwd_cfg, bwd_cfg)
+    o, lse = _DMAFunction.apply(q, k, v, s, w, causal, scale, mode, fwd_cfg, bwd_cfg,
+                                deterministic)
     return (o, lse) if return_lse else o

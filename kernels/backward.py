@@ -15,6 +15,12 @@ holds it), so they are accumulated with fp32 atomic adds into fp32 buffers; the 
 a group are summed inside the program first (GQA packing cuts the atomics by GH). Atomic adds
 make dk, dv and ds non-deterministic in their last bits (the order of the additions varies);
 dq is deterministic.
+
+The deterministic path (``DETERMINISTIC``) stores each tile's contributions instead, one row per
+visited (program, slot) into partial buffers PK, PV ``[rows, D]`` and PS ``[rows]`` fp32: block
+qb of program pid owns the rows ``(pid n_qb + qb) R + [0, R)``, the list slots first (``LIST_W``
+of them: slot c holds the c-th listed key), then ``BLOCK_Q`` diagonal slots (slot ``LIST_W + t``
+holds key ``p0 + t``). ``reduce_partials_kernel`` then sums the rows of each key in a fixed order.
 """
 
 from __future__ import annotations
@@ -25,8 +31,9 @@ import triton.language as tl
 
 @triton.jit
 def _bwd_tile(q, do, dq, lse2, delta, Kp, Vp, Sp, Ep, DK, DV, DS, kv_base, bh, j, col_ok, p,
-              row_ok, n_k, qk_scale, scale, HEAD_D: tl.constexpr, CAUSAL: tl.constexpr,
-              USE_E: tl.constexpr, PREC: tl.constexpr, DS_F32: tl.constexpr):
+              row_ok, n_k, qk_scale, scale, slot, HEAD_D: tl.constexpr, CAUSAL: tl.constexpr,
+              USE_E: tl.constexpr, PREC: tl.constexpr, DS_F32: tl.constexpr,
+              DETERMINISTIC: tl.constexpr):
     d = tl.arange(0, HEAD_D)
     koff = kv_base + j.to(tl.int64)[:, None] * HEAD_D + d[None, :]
     k = tl.load(Kp + koff, mask=col_ok[:, None], other=0.0)
@@ -51,20 +58,27 @@ def _bwd_tile(q, do, dq, lse2, delta, Kp, Vp, Sp, Ep, DK, DV, DS, kv_base, bh, j
         dq += tl.dot(ds.to(k.dtype), k, input_precision=PREC)
         dk_t = tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=PREC) * scale
     dv_t = tl.dot(tl.trans(pt.to(do.dtype)), do, input_precision=PREC)
-    tl.atomic_add(DV + koff, dv_t, mask=col_ok[:, None], sem="relaxed")
-    tl.atomic_add(DK + koff, dk_t, mask=col_ok[:, None], sem="relaxed")
-    tl.atomic_add(DS + bh * n_k + j, tl.sum(ds, 0), mask=col_ok, sem="relaxed")
+    if DETERMINISTIC:                 # DK, DV, DS are the partial buffers; slot: their rows
+        poff = slot[:, None] * HEAD_D + d[None, :]
+        tl.store(DV + poff, dv_t, mask=col_ok[:, None])
+        tl.store(DK + poff, dk_t, mask=col_ok[:, None])
+        tl.store(DS + slot, tl.sum(ds, 0), mask=col_ok)
+    else:
+        tl.atomic_add(DV + koff, dv_t, mask=col_ok[:, None], sem="relaxed")
+        tl.atomic_add(DK + koff, dk_t, mask=col_ok[:, None], sem="relaxed")
+        tl.atomic_add(DS + bh * n_k + j, tl.sum(ds, 0), mask=col_ok, sem="relaxed")
     return dq
 
 
 @triton.jit
 def dma_bwd_kernel(Qp, Kp, Vp, Sp, Ep, IDX, START, CNT, DOp, LSE, DELTA, DQ, DK, DV, DS,
-                   n_q, n_k, G, n_qb, n_hg, qk_scale, scale,
+                   n_q, n_k, G, n_qb, n_hg, qk_scale, scale, LIST_W,
                    BLOCK_Q: tl.constexpr, GH: tl.constexpr, BLOCK_N: tl.constexpr,
                    HEAD_D: tl.constexpr, CAUSAL: tl.constexpr, DENSE: tl.constexpr,
-                   PREC: tl.constexpr, DS_F32: tl.constexpr):
+                   PREC: tl.constexpr, DS_F32: tl.constexpr, DETERMINISTIC: tl.constexpr):
     """Shapes as ``dma_fwd_kernel``; dO, dQ like q; LSE, DELTA fp32 ``[B*Hq, Q]``; DK, DV fp32
-    ``[B*Hkv, K, D]`` and DS fp32 ``[B*Hkv, K]``, zero-initialised, accumulated atomically."""
+    ``[B*Hkv, K, D]`` and DS fp32 ``[B*Hkv, K]``, zero-initialised, accumulated atomically (with
+    ``DETERMINISTIC``: the partial buffers of the module docstring, ``LIST_W`` list slots)."""
     qb = tl.program_id(0)
     pid = tl.program_id(1)
     bh = pid // n_hg
@@ -89,6 +103,7 @@ def dma_bwd_kernel(Qp, Kp, Vp, Sp, Ep, IDX, START, CNT, DOp, LSE, DELTA, DQ, DK,
     p0 = n_k - n_q + qb * BLOCK_Q
     p1 = n_k - n_q + tl.minimum(qb * BLOCK_Q + BLOCK_Q, n_q) - 1
     USE_E: tl.constexpr = CAUSAL and not DENSE
+    row0 = (pid.to(tl.int64) * n_qb + qb) * (LIST_W + BLOCK_Q)      # first partial row (DETERMINISTIC)
 
     if DENSE:
         lst = 0
@@ -107,14 +122,39 @@ def dma_bwd_kernel(Qp, Kp, Vp, Sp, Ep, IDX, START, CNT, DOp, LSE, DELTA, DQ, DK,
         else:
             j = tl.load(IDX + lst + cols, mask=col_ok, other=0)
         dq = _bwd_tile(q, do, dq, lse2, delta, Kp, Vp, Sp, Ep, DK, DV, DS, kv_base, bh, j,
-                       col_ok, p, row_ok, n_k, qk_scale, scale, HEAD_D, CAUSAL, USE_E, PREC,
-                       DS_F32)
+                       col_ok, p, row_ok, n_k, qk_scale, scale, row0 + cols, HEAD_D, CAUSAL,
+                       USE_E, PREC, DS_F32, DETERMINISTIC)
     if CAUSAL:
         for c in range(p0, p1 + 1, BLOCK_N):
             j = c + tl.arange(0, BLOCK_N)
             col_ok = j <= p1
             dq = _bwd_tile(q, do, dq, lse2, delta, Kp, Vp, Sp, Ep, DK, DV, DS, kv_base, bh, j,
-                           col_ok, p, row_ok, n_k, qk_scale, scale, HEAD_D, CAUSAL, USE_E, PREC,
-                       DS_F32)
+                           col_ok, p, row_ok, n_k, qk_scale, scale, row0 + LIST_W + (j - p0),
+                           HEAD_D, CAUSAL, USE_E, PREC, DS_F32, DETERMINISTIC)
     tl.store(DQ + qrow[:, None] + d[None, :], (dq * scale).to(DQ.dtype.element_ty),
              mask=row_ok[:, None])
+
+
+@triton.jit
+def reduce_partials_kernel(PK, PV, PS, ROWS, OFF, CNT, DK, DV, DS, HEAD_D: tl.constexpr):
+    """One program per key (``B*Hkv*K`` programs): sum its partial rows, in the order of ROWS.
+
+    ROWS int64: the partial rows sorted by key (each key's rows ascending); OFF, CNT int64
+    ``[B*Hkv*K]``: where each key's rows start and how many; DK, DV fp32 ``[B*Hkv*K, D]`` and DS
+    fp32 ``[B*Hkv*K]`` out. A fixed order of additions: the same bits on every run.
+    """
+    key = tl.program_id(0).to(tl.int64)
+    d = tl.arange(0, HEAD_D)
+    off = tl.load(OFF + key)
+    n = tl.load(CNT + key)
+    dk = tl.zeros([HEAD_D], tl.float32)
+    dv = tl.zeros([HEAD_D], tl.float32)
+    ds = 0.0
+    for t in range(n):
+        row = tl.load(ROWS + off + t)
+        dk += tl.load(PK + row * HEAD_D + d)
+        dv += tl.load(PV + row * HEAD_D + d)
+        ds += tl.load(PS + row)
+    tl.store(DK + key * HEAD_D + d, dk)
+    tl.store(DV + key * HEAD_D + d, dv)
+    tl.store(DS + key, ds)

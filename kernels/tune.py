@@ -9,18 +9,21 @@ and the whole ``build_plan``), the forward kernel alone for each forward config,
 and SDPA cuDNN dense causal. Each config's outputs are checked against the default config's
 (relative error printed). Prints a table and writes ``tune.json`` to ``--out`` (default $OUT).
 
-Last measured (H200, torch 2.11, triton 3.6, 2026-11-28; ms, median):
+Last measured (H200, torch 2.11.0+cu130, triton 3.6.0, 2026-11-28, kernels at the Triton mask
+builder; ``--quick``; ms, median; log in ``figures/bench/session_2026-11-28b/``):
 
 | N | mask: lifetimes / whole plan | fwd kernel | fwd incl. mask | bwd kernel | fwd+bwd incl. mask | cuDNN fwd / fwd+bwd |
 |---|---|---|---|---|---|---|
-| 4096 | 0.63 / 1.54 | 0.091 | 2.00 | 0.29 | 2.97 | 0.095 / 0.359 |
-| 16384 | 1.32 / 1.78 | 0.337 | 3.21 | 1.09 | 3.85 | 0.976 / 3.616 |
-| 65536 | 2.05 / 3.78 | 1.302 | 5.34 | 4.16 | 9.52 | 14.90 / 55.73 |
+| 4096 | 0.39 / 0.90 | 0.091 | 1.88 | 0.29 | 2.70 | 0.096 / 0.376 |
+| 16384 | 0.81 / 1.57 | 0.337 | 2.16 | 1.09 | 3.50 | 0.965 / 3.568 |
+| 65536 | 0.94 / 1.75 | 1.300 | 3.47 | 4.16 | 7.86 | 14.65 / 54.69 |
+| 131072 | 1.57 / 2.39 | 2.540 | 5.26 | 8.25 | 14.04 | 62.10 / 226.3 |
 
-Best configs of those tried: forward rows 128 (4 heads x 32 positions), BLOCK_N 32, 4 warps,
-3 stages; backward rows 128, BLOCK_N 64, 8 warps, 1 stage (BLOCK_N 32 / 2 stages is close at
-16K). The kernels alone beat cuDNN 2.9x (fwd) at 16K and 11x at 64K; the mask construction
-(torch ops, many launches and a sort) dominates below 64K and is the next thing to speed up.
+The previous, torch-op builder measured 1.54 / 1.78 / 3.78 ms (whole plan) at 4K / 16K / 64K.
+Best configs of those tried earlier: forward rows 128 (4 heads x 32 positions), BLOCK_N 32,
+4 warps, 3 stages; backward rows 128, BLOCK_N 64, 8 warps, 1 stage. The kernels alone beat
+cuDNN 2.9x (fwd) at 16K and 24x at 128K; the mask construction and the Python around it still
+dominate below 64K (``scripts/profile_builder.py`` splits it into its steps).
 """
 
 from __future__ import annotations

@@ -185,3 +185,37 @@ def test_fp16_within_twice_the_naive_error(Q, K):
     for name, g, n, r in zip(("o", "dq", "dk", "dv", "ds"), got, low, ref):
         assert g.dtype == torch.float16
         assert rel_err(g, r) <= 2 * rel_err(n, r), name
+
+
+# (B, Hq, Hkv, Q, K, D, w, causal, mode, max_heads): every plan kind the sparse backward sees,
+# and GQA split over several programs (max_heads < G) so that a key gets rows from each.
+DETERMINISTIC_CASES = [
+    (1, 4, 1, 67, 67, 16, 13, True, "row", 4),
+    (2, 6, 2, 67, 67, 16, 5, True, "row", 2),        # G = 3 over two head groups
+    (1, 4, 2, 20, 67, 16, 13, True, "row", 4),       # Q < K
+    (1, 2, 1, 1, 40, 16, 7, True, "row", 4),         # Q = 1
+    (1, 4, 1, 50, 50, 16, 9, True, "global", 4),
+    (1, 4, 2, 40, 40, 16, 9, False, "row", 4),       # non-causal: one shared list
+]
+
+
+@pytest.mark.parametrize("B,Hq,Hkv,Q,K,D,w,causal,mode,max_heads", DETERMINISTIC_CASES)
+def test_deterministic_backward(B, Hq, Hkv, Q, K, D, w, causal, mode, max_heads):
+    """The fixed-order path against float64, and against itself bit for bit."""
+    cfg = KernelConfig(rows=32, block_n=16, num_warps=4, num_stages=1, max_heads=max_heads)
+    inputs = make_inputs(B, Hq, Hkv, Q, K, D, ties=2)
+    check_against_naive(*inputs, w, causal=causal, mode=mode, bwd_config=cfg, deterministic=True)
+    runs = []
+    for _ in range(2):
+        leaves = [t.clone().requires_grad_(True) for t in inputs]
+        o = dma_attention(*leaves, w, causal=causal, mode=mode, bwd_config=cfg, deterministic=True)
+        runs.append(torch.autograd.grad(o, leaves, torch.ones_like(o)))
+    for a, b in zip(*runs):
+        assert torch.equal(a, b)
+
+
+def test_deterministic_needs_a_sparse_window():
+    with pytest.raises(ValueError, match="deterministic"):
+        dma_attention(*make_inputs(1, 2, 1, 10, 10, 16), 10, deterministic=True)
+    with pytest.raises(TypeError, match="deterministic"):
+        dma_attention(*make_inputs(1, 2, 1, 10, 10, 16), 3, deterministic=1)

@@ -100,3 +100,19 @@ def test_peak_memory_is_linear_in_n():
     extra = torch.cuda.max_memory_allocated() - base
     print(f"peak extra memory fwd+bwd at N=16384: {extra / 2**20:.1f} MiB")
     assert extra < 512 * 2**20
+
+
+@pytest.mark.parametrize("causal,mode", [(True, "row"), (True, "global"), (False, "row")])
+def test_deterministic_backward_is_bit_reproducible(causal, mode):
+    """deterministic=True: the same bits on every run, and the bf16 error bound of the others."""
+    from dma_ref.kernels import dma_attention
+
+    q, k, v, s, do = make_inputs(1, 8, 2, 4096, 4096, 128, torch.bfloat16)
+    kw = {"window": 1024, "causal": causal, "mode": mode}
+    ref = run(naive_dma_attention, [t.double() for t in (q, k, v, s)], do.double(), **kw)
+    low = run(naive_dma_attention, [q, k, v, s], do, **kw)
+    first = run(dma_attention, [q, k, v, s], do, deterministic=True, **kw)
+    again = run(dma_attention, [q, k, v, s], do, deterministic=True, **kw)
+    for name, g, g2, l, r in zip(("o", "dq", "dk", "dv", "ds"), first, again, low, ref):
+        assert torch.equal(g, g2), f"{name} differs between two deterministic runs"
+        assert rel_err(g, r) <= 2 * rel_err(l, r), name
