@@ -94,7 +94,7 @@ def block_lists_kernel(E, E_IDX, LEN, IDX, CNT, n_k, p_first, n_qb, W, block_q,
 
 
 def chunk_size(K: int, tile: int = 128) -> int:
-    """The default CH: a power of two >= ``tile``, at most 64 chunks up to K = 2^13 CH."""
+    """The default CH: the smallest power of two >= ``tile`` that cuts K into at most 64 chunks."""
     return max(tile, triton.next_power_of_2(-(-K // 64)))
 
 

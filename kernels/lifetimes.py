@@ -83,7 +83,7 @@ def lifetimes_kernel(R, ORDER, H, E, n_k, w, n_rb,
 
 
 def superblock_size(K: int, bp: int = 128) -> int:
-    """The default S: a power of two >= ``bp`` with at most 128 superblocks up to K = 2^14 S."""
+    """The default S: the smallest power of two >= ``bp`` that cuts K into at most 128 superblocks."""
     return max(bp, triton.next_power_of_2(-(-K // 128)))
 
 
