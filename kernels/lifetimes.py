@@ -14,9 +14,9 @@ finds its w-th better key in parallel, in two steps, without any K x K tensor:
 
 1. Cut the positions into superblocks of ``S``. For key j, ``cnt[c]`` = its better keys in
    superblock c. Keys are handled in rank order, ``BJ`` consecutive ranks per program:
-   ``cnt[c]`` = ``H[rb, c]`` (keys of the earlier rank blocks in superblock c, a small table
-   built with one scatter-add and one cumsum) + the earlier ranks of the program's own block in
-   superblock c (a cumsum over a ``[BJ, nS]`` one-hot). The first superblock ``c*`` where the
+   ``cnt[c]`` = ``H[c, rb]`` (keys of the earlier rank blocks in superblock c: a small table,
+   one histogram of rank blocks per superblock, ``rank_table_kernel``) + the earlier ranks of
+   the program's own block in superblock c (a cumsum over a ``[BJ, nS]`` one-hot). The first superblock ``c*`` where the
    running sum over c reaches w holds the w-th better key: it is the ``m``-th better key of
    ``c*``, ``m`` = w - (better keys before ``c*``).
 2. Scan the S positions of ``c*``, ``BP`` at a time, counting the better keys (a cumsum) until
@@ -42,11 +42,31 @@ __all__ = ["build_lifetimes", "global_lifetimes", "superblock_size"]
 
 
 @triton.jit
-def lifetimes_kernel(R, ORDER, H, E, n_k, w, n_rb,
+def rank_table_kernel(R, H, n_k, n_rb, S: tl.constexpr, NRB: tl.constexpr, BJ: tl.constexpr,
+                      BP: tl.constexpr):
+    """One program: row ``H[bh, c, :]`` = the keys of superblock c of ranks < rb BJ, for every
+    rank block rb (a histogram of the superblock's rank blocks, then an exclusive cumsum).
+
+    R int32 ``[BH, K]`` ranks; H int32 ``[BH, n_s, n_rb]`` out.
+    """
+    c = tl.program_id(0)
+    bh = tl.program_id(1).to(tl.int64)
+    hist = tl.zeros([NRB], tl.int32)
+    for t0 in range(0, S, BP):
+        pos = c * S + t0 + tl.arange(0, BP)
+        r = tl.load(R + bh * n_k + pos, mask=pos < n_k, other=0)
+        hist += tl.histogram(r // BJ, NRB, mask=pos < n_k)
+    rb = tl.arange(0, NRB)
+    tl.store(H + (bh * tl.num_programs(0) + c) * n_rb + rb, tl.cumsum(hist, 0) - hist,
+             mask=rb < n_rb)
+
+
+@triton.jit
+def lifetimes_kernel(R, ORDER, H, E, n_k, w, n_rb, n_s,
                      S: tl.constexpr, NS: tl.constexpr, BJ: tl.constexpr, BP: tl.constexpr):
     """One program: the keys of ranks ``[rb BJ, (rb + 1) BJ)`` of head ``bh``.
 
-    R int32 ``[BH, K]`` ranks; ORDER int32 ``[BH, K]`` keys by rank; H int32 ``[BH, n_rb, NS]``
+    R int32 ``[BH, K]`` ranks; ORDER int32 ``[BH, K]`` keys by rank; H int32 ``[BH, n_s, n_rb]``
     better keys per superblock before each rank block; E int32 ``[BH, K]`` out.
     """
     rb = tl.program_id(0)
@@ -57,7 +77,7 @@ def lifetimes_kernel(R, ORDER, H, E, n_k, w, n_rb,
     c = tl.arange(0, NS)
 
     # 1. Better keys per superblock, then the superblock c* where their running sum reaches w.
-    h_row = tl.load(H + (bh * n_rb + rb) * NS + c)                       # [NS]
+    h_row = tl.load(H + (bh * n_s + c) * n_rb + rb, mask=c < n_s, other=0)   # [NS]
     onehot = ((j // S)[:, None] == c[None, :]) & valid[:, None]
     onehot = onehot.to(tl.int32)
     cnt = h_row[None, :] + tl.cumsum(onehot, 0) - onehot                 # [BJ, NS]
@@ -125,15 +145,12 @@ def lifetimes_unchecked(s: torch.Tensor, w: int, superblock: int | None = None,
     n_s = -(-K // S)
     NS = triton.next_power_of_2(n_s)
     n_rb = -(-K // block_j)
-    # H[bh, rb, c]: keys of ranks < rb * BJ in superblock c (scatter the keys, cumsum over rb).
-    cell = (torch.arange(K, device=dev) // block_j * NS)[None, :] + order // S
-    hist = torch.zeros(BH, n_rb * NS, dtype=torch.int32, device=dev)
-    hist.scatter_add_(1, cell, torch.ones_like(cell, dtype=torch.int32))
-    hist = hist.view(BH, n_rb, NS)
-    H = (torch.cumsum(hist, 1, dtype=torch.int32) - hist).contiguous()
+    r32 = ranks.to(torch.int32).contiguous()
+    H = torch.empty(BH, n_s, n_rb, dtype=torch.int32, device=dev)
+    rank_table_kernel[(n_s, BH)](r32, H, K, n_rb, S=S, NRB=triton.next_power_of_2(n_rb),
+                                 BJ=block_j, BP=block_p, num_warps=4)
     e = torch.empty(BH, K, dtype=torch.int32, device=dev)
-    lifetimes_kernel[(n_rb, BH)](ranks.to(torch.int32).contiguous(),
-                                 order.to(torch.int32).contiguous(), H, e, K, w, n_rb,
+    lifetimes_kernel[(n_rb, BH)](r32, order.to(torch.int32).contiguous(), H, e, K, w, n_rb, n_s,
                                  S=S, NS=NS, BJ=block_j, BP=block_p, num_warps=4)
     return e.to(torch.int64).reshape(B, Hh, K)
 

@@ -1,45 +1,52 @@
-"""Time each step of the mask builder on a GPU (ms, median of do_bench).
+"""Time each step of the mask builder on a GPU (ms, median of ``triton.testing.do_bench``).
 
     PROFILE="16384 131072" bash scripts/gpu_session.sh
+
+Steps: sort + ranks, the rank table (``rank_table_kernel``), the lifetimes kernel with 4 and 8
+warps and rank blocks of 64 and 128, the whole ``build_lifetimes``, the key lists, the whole
+``build_plan``, and ``dma_attention``'s forward (the plan included) at B=1, Hq=8, Hkv=2, D=128.
 """
+
 import sys
 
 import torch
 import triton
-from dma_ref.kernels import block_key_lists, build_lifetimes, build_plan
-from dma_ref.kernels.lifetimes import lifetimes_kernel, superblock_size
+from dma_ref.kernels import block_key_lists, build_lifetimes, build_plan, dma_attention
+from dma_ref.kernels.lifetimes import lifetimes_kernel, rank_table_kernel, superblock_size
 from triton.testing import do_bench
 
 from dma_ref.mask import key_order, key_ranks
 
-w, BJ, BP = 1024, 64, 128
+W, BP = 1024, 128
+
+
 def profile(N: int) -> None:
     s = torch.randn(1, 2, N, device="cuda")
-    t = {}
+    t = {"order+ranks": do_bench(lambda: key_ranks(s, key_order(s)))}
     order = key_order(s).reshape(2, N)
-    ranks = key_ranks(s, order.reshape(1, 2, N)).reshape(2, N)
+    r32 = key_ranks(s, order.reshape(1, 2, N)).reshape(2, N).to(torch.int32).contiguous()
+    o32 = order.to(torch.int32).contiguous()
     S = superblock_size(N, BP)
-    NS = triton.next_power_of_2(-(-N // S))
-    n_rb = -(-N // BJ)
-
-    def table():
-        cell = (torch.arange(N, device="cuda") // BJ * NS)[None, :] + order // S
-        hist = torch.zeros(2, n_rb * NS, dtype=torch.int32, device="cuda")
-        hist.scatter_add_(1, cell, torch.ones_like(cell, dtype=torch.int32))
-        hist = hist.view(2, n_rb, NS)
-        return (torch.cumsum(hist, 1, dtype=torch.int32) - hist).contiguous()
-    H = table()
-    r32, o32 = ranks.to(torch.int32).contiguous(), order.to(torch.int32).contiguous()
+    n_s = -(-N // S)
     e = torch.empty(2, N, dtype=torch.int32, device="cuda")
-    for nw in (4, 8):
-        t[f"kernel_w{nw}"] = do_bench(lambda nw=nw: lifetimes_kernel[(n_rb, 2)](
-            r32, o32, H, e, N, w, n_rb, S=S, NS=NS, BJ=BJ, BP=BP, num_warps=nw))
-    t["table"] = do_bench(table)
-    t["order+ranks"] = do_bench(lambda: key_ranks(s, key_order(s)))
-    t["lifetimes"] = do_bench(lambda: build_lifetimes(s, w))
-    t["plan"] = do_bench(lambda: build_plan(s, w, N))
-    e64 = build_lifetimes(s, w).reshape(2, N)
-    t["lists"] = do_bench(lambda: block_key_lists(e64, N, 64, w))
+    for BJ in (64, 128):
+        n_rb = -(-N // BJ)
+        H = torch.empty(2, n_s, n_rb, dtype=torch.int32, device="cuda")
+        nrb = triton.next_power_of_2(n_rb)
+        t[f"table_bj{BJ}"] = do_bench(lambda H=H, n_rb=n_rb, nrb=nrb, BJ=BJ: rank_table_kernel[
+            (n_s, 2)](r32, H, N, n_rb, S=S, NRB=nrb, BJ=BJ, BP=BP, num_warps=4))
+        for nw in (4, 8):
+            t[f"kernel_bj{BJ}_w{nw}"] = do_bench(
+                lambda H=H, n_rb=n_rb, BJ=BJ, nw=nw: lifetimes_kernel[(n_rb, 2)](
+                    r32, o32, H, e, N, W, n_rb, n_s, S=S, NS=triton.next_power_of_2(n_s),
+                    BJ=BJ, BP=BP, num_warps=nw))
+    t["lifetimes"] = do_bench(lambda: build_lifetimes(s, W))
+    e64 = build_lifetimes(s, W).reshape(2, N)
+    t["lists"] = do_bench(lambda: block_key_lists(e64, N, 64, W))
+    t["plan"] = do_bench(lambda: build_plan(s, W, N))
+    q = torch.randn(1, 8, N, 128, device="cuda", dtype=torch.bfloat16)
+    k, v = (torch.randn(1, 2, N, 128, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    t["dma_fwd"] = do_bench(lambda: dma_attention(q, k, v, s, W))
     print(N, " ".join(f"{k}={v:.3f}" for k, v in t.items()), flush=True)
 
 
