@@ -121,6 +121,7 @@ def block_key_lists(e: torch.Tensor, q_len: int, block_q: int, window: int, *,
     n_ch = -(-K // CH)
     NCH = triton.next_power_of_2(n_ch)
     ep = torch.zeros(BH, NCH * CH, dtype=torch.int32, device=dev)      # padding: e = 0, never kept
+    e = e if e.dtype == torch.int32 and e.is_contiguous() else e.to(torch.int32).contiguous()
     ep[:, :K] = e
     e_sorted, order = torch.sort(ep.view(BH, NCH, CH), dim=-1, descending=True, stable=True)
     e_idx = (order + (torch.arange(NCH, device=dev) * CH)[:, None]).to(torch.int32)
@@ -132,7 +133,7 @@ def block_key_lists(e: torch.Tensor, q_len: int, block_q: int, window: int, *,
     ln = torch.where(before, ln.view(BH, NCH, n_qb), 0).transpose(1, 2).contiguous()
     idx = torch.empty(BH * n_qb * W, dtype=torch.int32, device=dev)
     count = torch.empty(BH, n_qb, dtype=torch.int32, device=dev)
-    block_lists_kernel[(n_qb, BH)](e.to(torch.int32).contiguous(), e_idx.contiguous(), ln, idx,
+    block_lists_kernel[(n_qb, BH)](e, e_idx.contiguous(), ln, idx,
                                    count, K, P0, n_qb, W, BQ, CH=CH, NCH=NCH, TILE=tile,
                                    num_warps=4)
     start = (torch.arange(BH * n_qb, device=dev, dtype=torch.int32) * W).view(BH, n_qb)
@@ -173,8 +174,9 @@ def build_plan(s: torch.Tensor, window: int, q_len: int, *, causal: bool = True,
     if not causal:                                          # row and global modes coincide
         idx, start, count = topw_key_lists(s, window, n_qb)
         return KeyPlan(False, False, window, block_q, n_qb, empty, idx, start, count)
-    e = lifetimes_unchecked(s, window) if mode == "row" else global_lifetimes(s, window)
-    e = e.reshape(B * H, K)
+    if mode == "row":
+        e = lifetimes_unchecked(s, window)                              # int32 [BH, K]
+    else:
+        e = global_lifetimes(s, window).reshape(B * H, K).to(torch.int32)
     idx, start, count = block_key_lists(e, q_len, block_q, window)
-    return KeyPlan(True, False, window, block_q, n_qb, e.to(torch.int32).contiguous(), idx, start,
-                   count)
+    return KeyPlan(True, False, window, block_q, n_qb, e, idx, start, count)

@@ -123,18 +123,20 @@ def build_lifetimes(s: torch.Tensor, window: int, *, superblock: int | None = No
     """
     check_tensor(s, "s", 3, "[B, Hkv, K]")
     check_score_values(s)
-    return lifetimes_unchecked(s, check_window(window), superblock, block_j, block_p)
+    B, Hh, K = s.shape
+    e = lifetimes_unchecked(s, check_window(window), superblock, block_j, block_p)
+    return e.to(torch.int64).reshape(B, Hh, K)
 
 
 def lifetimes_unchecked(s: torch.Tensor, w: int, superblock: int | None = None,
                         block_j: int = 64, block_p: int = 128) -> torch.Tensor:
-    """``build_lifetimes`` without validating s (``build_plan``: ``dma_attention`` already has;
-    the value check costs a host sync)."""
+    """int32 ``[B * Hkv, K]``: ``build_lifetimes`` without validating s (for ``build_plan``:
+    ``dma_attention`` has validated it already, and the value check costs a host sync)."""
     B, Hh, K = s.shape
     if w >= K or K == 0:
-        return torch.full((B, Hh, K), K, dtype=torch.int64, device=s.device)
+        return torch.full((B * Hh, K), K, dtype=torch.int32, device=s.device)
     if not _on_triton(s):
-        return key_lifetimes(s, w)
+        return key_lifetimes(s, w).reshape(B * Hh, K).to(torch.int32)
     S = superblock or superblock_size(K, block_p)
     if S % block_p or S & (S - 1) or block_j & (block_j - 1):
         raise ValueError(f"superblock={S} must be a power of two and a multiple of block_p="
@@ -152,7 +154,7 @@ def lifetimes_unchecked(s: torch.Tensor, w: int, superblock: int | None = None,
     e = torch.empty(BH, K, dtype=torch.int32, device=dev)
     lifetimes_kernel[(n_rb, BH)](r32, order.to(torch.int32).contiguous(), H, e, K, w, n_rb, n_s,
                                  S=S, NS=NS, BJ=block_j, BP=block_p, num_warps=4)
-    return e.to(torch.int64).reshape(B, Hh, K)
+    return e
 
 
 def global_lifetimes(s: torch.Tensor, window: int) -> torch.Tensor:
