@@ -2,6 +2,7 @@
 
     python scripts/run_notebooks.py            # every notebooks/NN_*.ipynb
     python scripts/run_notebooks.py 03 mask    # only names containing "03" or "mask"
+    python scripts/run_notebooks.py --store-checked   # also refresh the checked cells' outputs
 
 Each notebook runs in a fresh kernel of *this* Python (the venv), with the notebooks/ folder
 as its working directory, exactly as a reader would run it in Jupyter. The executed copy goes
@@ -9,11 +10,17 @@ to executed/ (git-ignored); the notebooks save their figures under figures/ thro
 functions, so a full run regenerates figures/. Runs on the CPU unless --gpu is given. Exits
 non-zero when any notebook fails (all notebooks are still attempted, so one run shows every
 failure).
+
+Cells marked ``# NBVAL_CHECK_OUTPUT`` are the only ones committed with outputs: they are what
+nbval compares the test run against (a checked cell without stored outputs compares nothing).
+``--store-checked`` writes the outputs of this run into those cells of the source notebooks
+(every other cell stays stripped); review the diff before committing it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -45,8 +52,40 @@ def find_notebooks(filters: list[str]) -> list[Path]:
     return paths
 
 
-def run_one(path: Path, timeout: int) -> tuple[bool, int, str]:
-    """Execute one notebook; write the executed copy; return ``(ok, n_code_cells, error)``."""
+CHECK_MARK = "# NBVAL_CHECK_OUTPUT"
+
+
+def is_checked(source) -> bool:
+    """Whether a code cell's source (str or list of lines) carries the nbval check marker."""
+    return CHECK_MARK in ("".join(source) if isinstance(source, list) else source)
+
+
+def store_checked_outputs(path: Path, executed: nbformat.NotebookNode) -> int:
+    """Copy the outputs of the checked cells of ``executed`` into the source notebook ``path``
+    (JSON edited in place, every other cell untouched). Returns the number of cells stored."""
+    raw = json.loads(path.read_text())
+    stored = 0
+    for cell, run in zip(raw["cells"], executed.cells):
+        if cell["cell_type"] != "code" or not is_checked(cell["source"]):
+            continue
+        outputs = []
+        for out in run.outputs:
+            out = json.loads(json.dumps(out, sort_keys=True))    # NotebookNode -> dict, as Jupyter writes
+            if isinstance(out.get("text"), str):
+                out["text"] = out["text"].splitlines(keepends=True)
+            for key, value in out.get("data", {}).items():
+                if isinstance(value, str):
+                    out["data"][key] = value.splitlines(keepends=True)
+            outputs.append(out)
+        cell["outputs"], cell["execution_count"] = outputs, 1
+        stored += 1
+    path.write_text(json.dumps(raw, indent=1, ensure_ascii=False) + "\n")
+    return stored
+
+
+def run_one(path: Path, timeout: int, store_checked: bool = False) -> tuple[bool, int, str]:
+    """Execute one notebook; write the executed copy (and, with ``store_checked`` and no error,
+    the checked cells' outputs into the source); return ``(ok, n_code_cells, error)``."""
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
                             kernel_manager_class=CurrentEnvKernelManager,
@@ -60,6 +99,8 @@ def run_one(path: Path, timeout: int) -> tuple[bool, int, str]:
         ok, error = False, f"{type(err).__name__}: {err}"
     EXECUTED.mkdir(exist_ok=True)
     nbformat.write(nb, EXECUTED / path.name)
+    if store_checked and ok:
+        store_checked_outputs(path, nb)
     n_code = sum(cell.cell_type == "code" for cell in nb.cells)
     return ok, n_code, error
 
@@ -69,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("filters", nargs="*", help="run only notebooks whose name contains one of these")
     parser.add_argument("--timeout", type=int, default=900, help="seconds per cell (default 900)")
     parser.add_argument("--gpu", action="store_true", help="let the notebooks see CUDA devices")
+    parser.add_argument("--store-checked", action="store_true",
+                        help="write the outputs of the # NBVAL_CHECK_OUTPUT cells into the sources")
     args = parser.parse_args(argv)
     if not args.gpu:
         # Hide GPUs from the kernels (they inherit this environment): CPU + Triton interpreter.
@@ -84,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     for path in bar:
         bar.set_description(path.stem)
         start = time.perf_counter()
-        ok, n_code, error = run_one(path, args.timeout)
+        ok, n_code, error = run_one(path, args.timeout, args.store_checked and not args.gpu)
         rows.append((path.name, "ok" if ok else "FAILED", n_code, time.perf_counter() - start))
         if not ok:
             failures.append((path.name, error))

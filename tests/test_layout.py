@@ -13,6 +13,7 @@ import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_NAME = re.compile(r"^(\d\d)_[a-z0-9]+(_[a-z0-9]+)*\.ipynb$")
+CHECK_MARK = "# NBVAL_CHECK_OUTPUT"     # nbval compares these cells with their stored outputs
 
 
 def notebooks() -> list[Path]:
@@ -65,7 +66,17 @@ def test_notebook_is_committed_clean(path):
     nb = json.loads(path.read_text())
     for index, cell in enumerate(nb["cells"]):
         where = f"{path.name} cell {index}"
-        if cell["cell_type"] == "code":
+        if cell["cell_type"] == "code" and CHECK_MARK in "".join(cell["source"]):
+            # nbval compares a checked cell with its stored outputs and skips it when it has
+            # none: a checked cell must carry them (scripts/run_notebooks.py --store-checked),
+            # as text only.
+            assert cell.get("outputs"), f"{where} is checked but stores no output to compare"
+            assert cell.get("execution_count") is not None, f"{where}: stored but never run"
+            kinds = {o["output_type"] for o in cell["outputs"]}
+            assert kinds <= {"stream", "execute_result"}, f"{where} stores {kinds}"
+            for o in cell["outputs"]:
+                assert set(o.get("data", {})) <= {"text/plain"}, f"{where} stores non-text data"
+        elif cell["cell_type"] == "code":
             assert cell.get("outputs") == [], f"{where} has stored outputs: strip them"
             assert cell.get("execution_count") is None, f"{where} has an execution count"
         else:
