@@ -83,3 +83,27 @@ def test_notebook_is_committed_clean(path):
             # Figures come from package code into figures/, never base64 inside markdown.
             assert "attachments" not in cell or not cell["attachments"], f"{where} has attachments"
             assert "data:image" not in "".join(cell["source"]), f"{where} embeds a base64 image"
+
+
+def test_store_checked_outputs_writes_only_the_checked_cells(tmp_path):
+    import nbformat
+
+    spec = importlib.util.spec_from_file_location("run_notebooks", ROOT / "scripts/run_notebooks.py")
+    run_notebooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_notebooks)
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("# title"),
+        nbformat.v4.new_code_cell(f"{CHECK_MARK}\nprint(1)"),
+        nbformat.v4.new_code_cell("print(2)"),
+    ])
+    path = tmp_path / "00_x.ipynb"
+    nbformat.write(nb, path)
+    executed = nbformat.read(path, as_version=4)
+    for cell, text in ((executed.cells[1], "1\n"), (executed.cells[2], "2\n")):
+        cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=text)]
+        cell.execution_count = 7
+    assert run_notebooks.store_checked_outputs(path, executed) == 1
+    cells = json.loads(path.read_text())["cells"]
+    assert cells[1]["outputs"] == [{"name": "stdout", "output_type": "stream", "text": ["1\n"]}]
+    assert cells[1]["execution_count"] == 1
+    assert cells[2]["outputs"] == [] and cells[2]["execution_count"] is None
