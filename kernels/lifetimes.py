@@ -1,4 +1,4 @@
-"""Key lifetimes ``e_j`` of the causal row-mode mask, built by one Triton kernel.
+"""Key lifetimes ``e_j`` of the causal row-mode mask, built by two small Triton kernels.
 
 DESIGN.md section 3.5: with ``r_j`` the rank of key j (0 = best, by ``(s_j, j)`` descending),
 
@@ -16,13 +16,13 @@ finds its w-th better key in parallel, in two steps, without any K x K tensor:
    superblock c. Keys are handled in rank order, ``BJ`` consecutive ranks per program:
    ``cnt[c]`` = ``H[c, rb]`` (keys of the earlier rank blocks in superblock c: a small table,
    one histogram of rank blocks per superblock, ``rank_table_kernel``) + the earlier ranks of
-   the program's own block in superblock c (a cumsum over a ``[BJ, nS]`` one-hot). The first superblock ``c*`` where the
-   running sum over c reaches w holds the w-th better key: it is the ``m``-th better key of
-   ``c*``, ``m`` = w - (better keys before ``c*``).
+   the program's own block in superblock c (a cumsum over a ``[BJ, nS]`` one-hot). The first
+   superblock ``c*`` where the running sum over c reaches w holds the w-th better key: it is
+   the ``m``-th better key of ``c*``, ``m`` = w - (better keys before ``c*``).
 2. Scan the S positions of ``c*``, ``BP`` at a time, counting the better keys (a cumsum) until
    the m-th.
 
-Work O(K (nS + S)) with ``S ~ sqrt(K)``, memory O(K) plus the ``[K / BJ, nS]`` table; equal to
+Work O(K (nS + S)) with ``S ~ K / 128``, memory O(K) plus the ``[nS, K / BJ]`` table; equal to
 ``dma_ref.key_lifetimes`` exactly, ties included.
 """
 
