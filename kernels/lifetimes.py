@@ -22,8 +22,9 @@ finds its w-th better key in parallel, in two steps, without any K x K tensor:
 2. Scan the S positions of ``c*``, ``BP`` at a time, counting the better keys (a cumsum) until
    the m-th.
 
-Work O(K (nS + S)) with ``S ~ K / 128``, memory O(K) plus the ``[nS, K / BJ]`` table; equal to
-``dma_ref.key_lifetimes`` exactly, ties included.
+Work O(K (nS + S)): with the default S = K / 128 (nS <= 128) about K^2 / 128 compares for long
+K (1.5e8 at K = 128K), spread over K / BJ programs. Memory O(K) plus the ``[nS, K / BJ]``
+table. Equal to ``dma_ref.key_lifetimes`` exactly, ties included.
 """
 
 from __future__ import annotations
