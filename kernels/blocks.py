@@ -143,8 +143,8 @@ def block_key_lists(e: torch.Tensor, q_len: int, block_q: int, window: int, *,
 def topw_key_lists(s: torch.Tensor, window: int, n_qb: int):
     """Non-causal selection: every query keeps ``T`` = the w best keys of all K.
 
-    s ``[B, Hkv, K]``. Returns the same CSR triple as ``block_key_lists``, every block of head
-    bh pointing at the same ascending list of ``min(w, K)`` keys.
+    s ``[B, Hkv, K]``. Returns the same ``(idx, start, count)`` triple as ``block_key_lists``,
+    every block of head bh pointing at the same ascending list of ``min(w, K)`` keys.
     """
     B, H, K = s.shape
     W = min(window, K)
