@@ -36,11 +36,16 @@ def masked_softmax_attention(logits: torch.Tensor, keep: torch.Tensor, v: torch.
     Returns ``(o [B, H, Q, D], lse [B, H, Q])`` in the dtype of ``logits``.
     """
     logits = logits.masked_fill(~keep, float("-inf"))
-    lse = torch.logsumexp(logits, dim=-1)
-    # An empty row has lse = -inf and logits - lse = nan: zero it instead of propagating NaN.
-    finite = torch.isfinite(lse)
-    p = torch.exp(logits - torch.where(finite, lse, torch.zeros_like(lse))[..., None])
+    # An empty row (nothing kept, or only -inf logits) has lse = -inf and logits - lse = nan.
+    # Replace its logits by zeros *before* logsumexp: a torch.where after it would still send
+    # 0 * nan = nan back through logsumexp's backward into q, k and s.
+    with torch.no_grad():
+        finite = torch.isfinite(logits.amax(dim=-1))                      # [B, H, Q]
+    safe = torch.where(finite[..., None], logits, torch.zeros_like(logits))
+    lse_safe = torch.logsumexp(safe, dim=-1)
+    p = torch.exp(safe - lse_safe[..., None])
     p = torch.where(keep & finite[..., None], p, torch.zeros_like(p))
+    lse = torch.where(finite, lse_safe, torch.full_like(lse_safe, float("-inf")))
     return p @ v, lse
 
 

@@ -105,8 +105,9 @@ def test_non_causal(mode, Q, K, w):
 def test_scale_and_minus_inf_scores():
     q, k, v, s = make_inputs(1, 2, 1, 67, 67, 16)
     s[..., 1::7] = -math.inf                            # allowed: such keys get zero weight
-    # (not key 0: a row whose kept keys all have s = -inf makes the naive reference's dq NaN)
-    check_against_naive(q, k, v, s, 13, scale=0.3)
+    s[..., 0] = -math.inf                               # row 0 keeps only key 0: an empty row
+    o, lse = check_against_naive(q, k, v, s, 13, scale=0.3)
+    assert (lse[..., 0] == -math.inf).all() and (o[..., 0, :] == 0).all()
 
 
 @pytest.mark.parametrize("D", [128, 256])

@@ -85,6 +85,25 @@ def test_all_kept_scores_minus_inf_is_an_empty_row():
     assert torch.equal(o, torch.zeros_like(o)) and lse.eq(-math.inf).all()
 
 
+def test_minus_inf_scores_keep_every_gradient_finite():
+    """One -inf score used to turn every gradient NaN: row 0 keeps only key 0 (w = 2), an empty
+    row, and 0 * nan from logsumexp's backward reached dq, dk and ds. An empty row contributes
+    nothing, so zeroing its output gradient must not change any gradient."""
+    q, k, v, s = inputs(Q=6, K=6, grad=True)
+    with torch.no_grad():
+        s[:, :, 0] = -math.inf
+        s[:, :, 3] = -math.inf
+    do = torch.randn(q.shape, dtype=q.dtype)
+    grads = torch.autograd.grad(naive_dma_attention(q, k, v, s, 2), (q, k, v, s), do)
+    assert all(torch.isfinite(g).all() for g in grads)
+    assert torch.equal(grads[0][:, :, 0], torch.zeros_like(grads[0][:, :, 0]))
+    do_cut = do.clone()
+    do_cut[:, :, 0] = 0
+    cut = torch.autograd.grad(naive_dma_attention(q, k, v, s, 2), (q, k, v, s), do_cut)
+    for g, g_cut in zip(grads, cut):
+        torch.testing.assert_close(g, g_cut, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("Hq,Hkv,Q,K,w,causal,mode", [
     (2, 1, 5, 5, 2, True, "row"),
     (2, 2, 3, 6, 3, True, "row"),
