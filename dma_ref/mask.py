@@ -49,7 +49,8 @@ def dma_mask(s: torch.Tensor, window: int, *, q_len: int | None = None, causal: 
              mode: str = "row") -> torch.Tensor:
     """bool ``[B, Hkv, Q, K]``, ``True`` where query row ``i`` keeps key ``j``.
 
-    s ``[B, Hkv, K]`` (any float dtype, no NaN), window = w >= 1, q_len = Q <= K (None: Q = K).
+    s ``[B, Hkv, K]`` (any float dtype, no NaN or +inf), window = w >= 1, q_len = Q <= K
+    (None: Q = K).
     """
     check_tensor(s, "s", 3, "[B, Hkv, K]")
     check_score_values(s)

@@ -67,7 +67,7 @@ class DMAAttention(nn.Module):
         if not isinstance(x, torch.Tensor) or x.dim() != 3 or x.shape[-1] != self.hidden_size:
             raise ValueError(f"x must have shape [B, N, C={self.hidden_size}]; "
                              f"got {tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
-        if x.dtype != self.q_proj.weight.dtype:
+        if x.dtype != self.q_proj.weight.dtype and not torch.is_autocast_enabled(x.device.type):
             raise TypeError(f"x has dtype {x.dtype} but the module's parameters are "
                             f"{self.q_proj.weight.dtype}; cast one of them (e.g. module.to(x.dtype))")
         if x.device != self.q_proj.weight.device:

@@ -128,3 +128,11 @@ def test_triton_backend_matches_naive(causal, mode):
     (y_naive * g).sum().backward()
     for (name, p_t), p_n in zip(triton.named_parameters(), naive.parameters()):
         torch.testing.assert_close(p_t.grad, p_n.grad, rtol=1e-3, atol=1e-4, msg=f"grad of {name}")
+
+
+def test_autocast_inputs_are_accepted():
+    """Under autocast x may be bf16 while the parameters stay fp32 (mixed precision)."""
+    m = DMAAttention(16, num_heads=4, num_kv_heads=2, window=3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = m(torch.randn(2, 5, 16, dtype=torch.bfloat16))
+    assert y.shape == (2, 5, 16) and torch.isfinite(y.float()).all()
