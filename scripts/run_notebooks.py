@@ -11,10 +11,9 @@ functions, so a full run regenerates figures/. Runs on the CPU unless --gpu is g
 non-zero when any notebook fails (all notebooks are still attempted, so one run shows every
 failure).
 
-Cells marked ``# NBVAL_CHECK_OUTPUT`` are the only ones committed with outputs: they are what
-nbval compares the test run against (a checked cell without stored outputs compares nothing).
-``--store-checked`` writes the outputs of this run into those cells of the source notebooks
-(every other cell stays stripped); review the diff before committing it.
+Cells marked ``# NBVAL_CHECK_OUTPUT`` are compared by nbval with expected outputs kept in
+``notebooks/checked_outputs.json`` (``notebooks/conftest.py`` hands them to nbval; the notebooks
+stay stripped). ``--store-checked`` rewrites that file from this run; review its diff.
 """
 
 from __future__ import annotations
@@ -35,6 +34,7 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 EXECUTED = ROOT / "executed"
+CHECKED_OUTPUTS = NOTEBOOKS / "checked_outputs.json"
 
 
 class CurrentEnvKernelManager(KernelManager):
@@ -60,32 +60,38 @@ def is_checked(source) -> bool:
     return CHECK_MARK in ("".join(source) if isinstance(source, list) else source)
 
 
-def store_checked_outputs(path: Path, executed: nbformat.NotebookNode) -> int:
-    """Copy the outputs of the checked cells of ``executed`` into the source notebook ``path``
-    (JSON edited in place, every other cell untouched). Returns the number of cells stored."""
-    raw = json.loads(path.read_text())
-    stored = 0
-    for cell, run in zip(raw["cells"], executed.cells):
-        if cell["cell_type"] != "code" or not is_checked(cell["source"]):
+def checked_outputs(executed: nbformat.NotebookNode) -> dict[str, list]:
+    """``{cell id: outputs}`` of the checked cells of an executed notebook (text lines split as
+    Jupyter writes them)."""
+    found = {}
+    for cell in executed.cells:
+        if cell.cell_type != "code" or not is_checked(cell.source):
             continue
         outputs = []
-        for out in run.outputs:
-            out = json.loads(json.dumps(out, sort_keys=True))    # NotebookNode -> dict, as Jupyter writes
+        for out in cell.outputs:
+            out = json.loads(json.dumps(out, sort_keys=True))    # NotebookNode -> dict
             if isinstance(out.get("text"), str):
                 out["text"] = out["text"].splitlines(keepends=True)
             for key, value in out.get("data", {}).items():
                 if isinstance(value, str):
                     out["data"][key] = value.splitlines(keepends=True)
             outputs.append(out)
-        cell["outputs"], cell["execution_count"] = outputs, 1
-        stored += 1
-    path.write_text(json.dumps(raw, indent=1, ensure_ascii=False) + "\n")
-    return stored
+        found[cell.id] = outputs
+    return found
+
+
+def store_checked_outputs(name: str, executed: nbformat.NotebookNode,
+                          store: Path = CHECKED_OUTPUTS) -> int:
+    """Write the checked cells' outputs of notebook ``name`` into ``store``; return their count."""
+    expected = json.loads(store.read_text()) if store.exists() else {}
+    expected[name] = checked_outputs(executed)
+    store.write_text(json.dumps(expected, indent=1, ensure_ascii=False, sort_keys=True) + "\n")
+    return len(expected[name])
 
 
 def run_one(path: Path, timeout: int, store_checked: bool = False) -> tuple[bool, int, str]:
     """Execute one notebook; write the executed copy (and, with ``store_checked`` and no error,
-    the checked cells' outputs into the source); return ``(ok, n_code_cells, error)``."""
+    the checked cells' outputs into CHECKED_OUTPUTS); return ``(ok, n_code_cells, error)``."""
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
                             kernel_manager_class=CurrentEnvKernelManager,
@@ -100,7 +106,7 @@ def run_one(path: Path, timeout: int, store_checked: bool = False) -> tuple[bool
     EXECUTED.mkdir(exist_ok=True)
     nbformat.write(nb, EXECUTED / path.name)
     if store_checked and ok:
-        store_checked_outputs(path, nb)
+        store_checked_outputs(path.name, nb)
     n_code = sum(cell.cell_type == "code" for cell in nb.cells)
     return ok, n_code, error
 
@@ -111,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=int, default=900, help="seconds per cell (default 900)")
     parser.add_argument("--gpu", action="store_true", help="let the notebooks see CUDA devices")
     parser.add_argument("--store-checked", action="store_true",
-                        help="write the outputs of the # NBVAL_CHECK_OUTPUT cells into the sources")
+                        help="rewrite notebooks/checked_outputs.json from this run")
     args = parser.parse_args(argv)
     if not args.gpu:
         # Hide GPUs from the kernels (they inherit this environment): CPU + Triton interpreter.

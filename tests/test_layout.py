@@ -66,17 +66,7 @@ def test_notebook_is_committed_clean(path):
     nb = json.loads(path.read_text())
     for index, cell in enumerate(nb["cells"]):
         where = f"{path.name} cell {index}"
-        if cell["cell_type"] == "code" and CHECK_MARK in "".join(cell["source"]):
-            # nbval compares a checked cell with its stored outputs and skips it when it has
-            # none: a checked cell must carry them (scripts/run_notebooks.py --store-checked),
-            # as text only.
-            assert cell.get("outputs"), f"{where} is checked but stores no output to compare"
-            assert cell.get("execution_count") is not None, f"{where}: stored but never run"
-            kinds = {o["output_type"] for o in cell["outputs"]}
-            assert kinds <= {"stream", "execute_result"}, f"{where} stores {kinds}"
-            for o in cell["outputs"]:
-                assert set(o.get("data", {})) <= {"text/plain"}, f"{where} stores non-text data"
-        elif cell["cell_type"] == "code":
+        if cell["cell_type"] == "code":
             assert cell.get("outputs") == [], f"{where} has stored outputs: strip them"
             assert cell.get("execution_count") is None, f"{where} has an execution count"
         else:
@@ -85,7 +75,25 @@ def test_notebook_is_committed_clean(path):
             assert "data:image" not in "".join(cell["source"]), f"{where} embeds a base64 image"
 
 
-def test_store_checked_outputs_writes_only_the_checked_cells(tmp_path):
+def test_every_checked_cell_has_its_expected_output():
+    """nbval skips a checked cell with no expected output: each must have one, text only, and
+    notebooks/checked_outputs.json holds nothing else (no entry for a cell that is gone)."""
+    expected = json.loads((ROOT / "notebooks/checked_outputs.json").read_text())
+    wanted = {}
+    for path in notebooks():
+        for cell in json.loads(path.read_text())["cells"]:
+            if cell["cell_type"] == "code" and CHECK_MARK in "".join(cell["source"]):
+                wanted.setdefault(path.name, set()).add(cell["id"])
+    assert {name: set(cells) for name, cells in expected.items() if cells} == wanted
+    for name, cells in expected.items():
+        for cell_id, outputs in cells.items():
+            assert outputs, f"{name} {cell_id}: no expected output"
+            for o in outputs:
+                assert o["output_type"] in ("stream", "execute_result"), f"{name} {cell_id}"
+                assert set(o.get("data", {})) <= {"text/plain"}, f"{name} {cell_id}"
+
+
+def test_store_checked_outputs_keeps_only_the_checked_cells(tmp_path):
     import nbformat
 
     spec = importlib.util.spec_from_file_location("run_notebooks", ROOT / "scripts/run_notebooks.py")
@@ -96,14 +104,13 @@ def test_store_checked_outputs_writes_only_the_checked_cells(tmp_path):
         nbformat.v4.new_code_cell(f"{CHECK_MARK}\nprint(1)"),
         nbformat.v4.new_code_cell("print(2)"),
     ])
-    path = tmp_path / "00_x.ipynb"
-    nbformat.write(nb, path)
-    executed = nbformat.read(path, as_version=4)
-    for cell, text in ((executed.cells[1], "1\n"), (executed.cells[2], "2\n")):
+    for cell, text in ((nb.cells[1], "1\n"), (nb.cells[2], "2\n")):
         cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=text)]
-        cell.execution_count = 7
-    assert run_notebooks.store_checked_outputs(path, executed) == 1
-    cells = json.loads(path.read_text())["cells"]
-    assert cells[1]["outputs"] == [{"name": "stdout", "output_type": "stream", "text": ["1\n"]}]
-    assert cells[1]["execution_count"] == 1
-    assert cells[2]["outputs"] == [] and cells[2]["execution_count"] is None
+    store = tmp_path / "checked_outputs.json"
+    store.write_text(json.dumps({"01_other.ipynb": {"c": []}}))
+    assert run_notebooks.store_checked_outputs("00_x.ipynb", nb, store) == 1
+    assert json.loads(store.read_text()) == {
+        "00_x.ipynb": {nb.cells[1].id: [{"name": "stdout", "output_type": "stream",
+                                          "text": ["1\n"]}]},
+        "01_other.ipynb": {"c": []},
+    }
