@@ -28,6 +28,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from .forward import _block_rows, _list_bounds
+
 
 @triton.jit
 def _bwd_tile(q, do, dq, lse2, delta, Kp, Vp, Sp, Ep, DK, DV, DS, kv_base, bh, j, col_ok, p,
@@ -81,15 +83,8 @@ def dma_bwd_kernel(Qp, Kp, Vp, Sp, Ep, IDX, START, CNT, DOp, LSE, DELTA, DQ, DK,
     ``DETERMINISTIC``: the partial buffers of the module docstring, ``LIST_W`` list slots)."""
     qb = tl.program_id(0)
     pid = tl.program_id(1)
-    bh = pid // n_hg
-    hg = pid % n_hg
+    bh, row_ok, p, hrow, p0, p1 = _block_rows(qb, pid, n_hg, G, n_q, n_k, BLOCK_Q, GH)
     M: tl.constexpr = GH * BLOCK_Q
-    rows = tl.arange(0, M)
-    g = hg * GH + rows // BLOCK_Q
-    i = qb * BLOCK_Q + rows % BLOCK_Q
-    row_ok = (g < G) & (i < n_q)
-    p = n_k - n_q + i
-    hrow = (bh * G + g).to(tl.int64) * n_q + i
     qrow = hrow * HEAD_D
     d = tl.arange(0, HEAD_D)
     q = tl.load(Qp + qrow[:, None] + d[None, :], mask=row_ok[:, None], other=0.0)
@@ -100,20 +95,10 @@ def dma_bwd_kernel(Qp, Kp, Vp, Sp, Ep, IDX, START, CNT, DOp, LSE, DELTA, DQ, DK,
     delta = tl.load(DELTA + hrow, mask=row_ok, other=0.0)
     kv_base = bh.to(tl.int64) * n_k * HEAD_D
     dq = tl.zeros([M, HEAD_D], tl.float32)
-    p0 = n_k - n_q + qb * BLOCK_Q
-    p1 = n_k - n_q + tl.minimum(qb * BLOCK_Q + BLOCK_Q, n_q) - 1
     USE_E: tl.constexpr = CAUSAL and not DENSE
     row0 = (pid.to(tl.int64) * n_qb + qb) * (LIST_W + BLOCK_Q)      # first partial row (DETERMINISTIC)
 
-    if DENSE:
-        lst = 0
-        if CAUSAL:
-            n_list = p0
-        else:
-            n_list = n_k
-    else:
-        lst = tl.load(START + bh * n_qb + qb)
-        n_list = tl.load(CNT + bh * n_qb + qb)
+    lst, n_list = _list_bounds(START, CNT, bh, qb, n_qb, n_k, p0, CAUSAL, DENSE)
     for c in range(0, n_list, BLOCK_N):
         cols = c + tl.arange(0, BLOCK_N)
         col_ok = cols < n_list

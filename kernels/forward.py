@@ -53,6 +53,43 @@ def _fwd_tile(q, acc, m_i, l_i, Kp, Vp, Sp, Ep, kv_base, bh, j, col_ok, p, row_o
 
 
 @triton.jit
+def _block_rows(qb, pid, n_hg, G, n_q, n_k, BLOCK_Q: tl.constexpr, GH: tl.constexpr):
+    """The packed rows of program ``(qb, pid)``, shared by the forward and the backward.
+
+    Row r is query row ``i = qb BLOCK_Q + r % BLOCK_Q`` of query head ``g = hg GH + r // BLOCK_Q``.
+    Returns ``bh`` (KV head), per row ``row_ok``, ``p`` (position) and ``hrow`` (row of the
+    ``[B*Hq, Q]`` layout), and the block's first and last positions ``p0, p1``.
+    """
+    bh = pid // n_hg
+    hg = pid % n_hg
+    rows = tl.arange(0, GH * BLOCK_Q)
+    g = hg * GH + rows // BLOCK_Q
+    i = qb * BLOCK_Q + rows % BLOCK_Q
+    row_ok = (g < G) & (i < n_q)
+    p = n_k - n_q + i
+    hrow = (bh * G + g).to(tl.int64) * n_q + i
+    p0 = n_k - n_q + qb * BLOCK_Q
+    p1 = n_k - n_q + tl.minimum(qb * BLOCK_Q + BLOCK_Q, n_q) - 1
+    return bh, row_ok, p, hrow, p0, p1
+
+
+@triton.jit
+def _list_bounds(START, CNT, bh, qb, n_qb, n_k, p0, CAUSAL: tl.constexpr, DENSE: tl.constexpr):
+    """``(start, length)`` of the block's off-diagonal keys: its gathered list, or the keys
+    ``[0, p0)`` (causal) / ``[0, K)`` (not) read contiguously when dense."""
+    if DENSE:
+        lst = 0
+        if CAUSAL:
+            n_list = p0
+        else:
+            n_list = n_k
+    else:
+        lst = tl.load(START + bh * n_qb + qb)
+        n_list = tl.load(CNT + bh * n_qb + qb)
+    return lst, n_list
+
+
+@triton.jit
 def dma_fwd_kernel(Qp, Kp, Vp, Sp, Ep, IDX, START, CNT, Op, O32, LSE,
                    n_q, n_k, G, n_qb, n_hg, qk_scale,
                    BLOCK_Q: tl.constexpr, GH: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -64,16 +101,10 @@ def dma_fwd_kernel(Qp, Kp, Vp, Sp, Ep, IDX, START, CNT, Op, O32, LSE,
     the largest error of dq, dk and ds: about 3x the rounding error of the result).
     Grid ``(n_qb, B*Hkv*n_hg)``; head group hg covers query heads ``hg*GH .. hg*GH+GH-1``."""
     qb = tl.program_id(0)
-    pid = tl.program_id(1)
-    bh = pid // n_hg
-    hg = pid % n_hg
+    bh, row_ok, p, hrow, p0, p1 = _block_rows(qb, tl.program_id(1), n_hg, G, n_q, n_k, BLOCK_Q,
+                                              GH)
     M: tl.constexpr = GH * BLOCK_Q
-    rows = tl.arange(0, M)
-    g = hg * GH + rows // BLOCK_Q
-    i = qb * BLOCK_Q + rows % BLOCK_Q
-    row_ok = (g < G) & (i < n_q)
-    p = n_k - n_q + i
-    qrow = ((bh * G + g).to(tl.int64) * n_q + i) * HEAD_D
+    qrow = hrow * HEAD_D
     d = tl.arange(0, HEAD_D)
     q = tl.load(Qp + qrow[:, None] + d[None, :], mask=row_ok[:, None], other=0.0)
     kv_base = bh.to(tl.int64) * n_k * HEAD_D
@@ -81,20 +112,10 @@ def dma_fwd_kernel(Qp, Kp, Vp, Sp, Ep, IDX, START, CNT, Op, O32, LSE,
     m_i = tl.full([M], float("-inf"), tl.float32)
     l_i = tl.zeros([M], tl.float32)
     acc = tl.zeros([M, HEAD_D], tl.float32)
-    p0 = n_k - n_q + qb * BLOCK_Q
-    p1 = n_k - n_q + tl.minimum(qb * BLOCK_Q + BLOCK_Q, n_q) - 1
     USE_E: tl.constexpr = CAUSAL and not DENSE
 
     # 1. Off-diagonal keys: a gathered list, or [0, p0) (causal) / [0, K) (not) when dense.
-    if DENSE:
-        lst = 0
-        if CAUSAL:
-            n_list = p0
-        else:
-            n_list = n_k
-    else:
-        lst = tl.load(START + bh * n_qb + qb)
-        n_list = tl.load(CNT + bh * n_qb + qb)
+    lst, n_list = _list_bounds(START, CNT, bh, qb, n_qb, n_k, p0, CAUSAL, DENSE)
     for c in range(0, n_list, BLOCK_N):
         cols = c + tl.arange(0, BLOCK_N)
         col_ok = cols < n_list
@@ -119,4 +140,4 @@ def dma_fwd_kernel(Qp, Kp, Vp, Sp, Ep, IDX, START, CNT, Op, O32, LSE,
     tl.store(Op + qrow[:, None] + d[None, :], o.to(Op.dtype.element_ty), mask=row_ok[:, None])
     if STORE_O32:
         tl.store(O32 + qrow[:, None] + d[None, :], o, mask=row_ok[:, None])
-    tl.store(LSE + (bh * G + g).to(tl.int64) * n_q + i, lse, mask=row_ok)
+    tl.store(LSE + hrow, lse, mask=row_ok)
