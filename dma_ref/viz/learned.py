@@ -21,7 +21,7 @@ from ..dense import expand_kv
 from ..lifetimes import key_lifetimes
 from ..mask import dma_mask
 from ..tasks import ROLE_FILLER, ROLE_KEY, ROLE_NAMES, ROLE_QUERY, ROLE_VALUE, TaskBatch
-from .masks import _draw_mask
+from .masks import _draw_mask, bind_controls
 
 ROLE_COLORS = {ROLE_KEY: "tab:blue", ROLE_VALUE: "tab:green", ROLE_QUERY: "tab:red",
                ROLE_FILLER: "lightgray"}
@@ -301,7 +301,6 @@ def learned_mask_widget(model, batch: TaskBatch, *, layer: int | None = None, he
     ``state["updates"]``. ``show=False`` skips drawing into the output area (tests).
     """
     import ipywidgets as W
-    from IPython.display import display
 
     cfg = model.cfg
     maps = model.attention_maps(batch.inputs)
@@ -322,23 +321,15 @@ def learned_mask_widget(model, batch: TaskBatch, *, layer: int | None = None, he
     state: dict[str, Any] = {"controls": controls, "output": out, "maps": maps, "view": None,
                              "row": None, "fig": None, "updates": 0}
 
-    def update(_change=None) -> None:
-        v = {name: c.value for name, c in controls.items()}
+    def render(v: dict) -> plt.Figure:
         roles = batch.roles[v["sample"]]
         view = layer_view(maps["layers"][v["layer"]], cfg.attn, v["head"], v["window"], v["sample"])
         row = query_view(view, roles, v["query"])
-        fig = plot_query_view(view, row, roles.cpu(),
-                              title=f"{cfg.attn.upper()} layer {v['layer']} head {v['head']}, w={v['window']}\n")
-        plt.close(fig)
-        state.update(view=view, row=row, fig=fig, updates=state["updates"] + 1)
-        if show:
-            with out:
-                out.clear_output(wait=True)
-                display(fig)
+        state.update(view=view, row=row)
+        return plot_query_view(view, row, roles.cpu(),
+                               title=f"{cfg.attn.upper()} layer {v['layer']} head {v['head']}, w={v['window']}\n")
 
-    for c in controls.values():
-        c.observe(update, names="value")
-    update()
+    bind_controls(controls, render, state, show)
     widget = W.VBox([W.HBox([W.VBox([controls["query"], controls["window"], controls["sample"]]),
                              W.VBox([controls["layer"], controls["head"]])]), out])
     return widget, state

@@ -217,6 +217,29 @@ def plot_explorer(data: dict[str, Any]):
 # Widget
 # ----------------------------------------------------------------------------------------------
 
+
+def bind_controls(controls: dict, render, state: dict, show: bool) -> None:
+    """The widget factories' shared wiring: every change of a control calls
+    ``render({name: value})`` (which returns the new figure and may fill ``state``), stores the
+    figure in ``state["fig"]``, counts ``state["updates"]`` and, with ``show``, draws it into
+    ``state["output"]``. Renders once now."""
+    from IPython.display import display
+
+    out = state["output"]
+
+    def update(_change=None) -> None:
+        fig = render({name: c.value for name, c in controls.items()})
+        plt.close(fig)                      # keep it out of pyplot's global list; shown below
+        state.update(fig=fig, updates=state["updates"] + 1)
+        if show:
+            with out:
+                out.clear_output(wait=True)
+                display(fig)
+
+    for c in controls.values():
+        c.observe(update, names="value")
+    update()
+
 def mask_explorer_widget(seed: int = 0, N: int = 32, window: int = 6, A_scale: float = 1.0,
                          head: int = 0, mode: str = "row", causal: bool = True, *, Hkv: int = 2,
                          show: bool = True):
@@ -228,7 +251,6 @@ def mask_explorer_widget(seed: int = 0, N: int = 32, window: int = 6, A_scale: f
     ``show=False`` skips drawing into the output area (tests).
     """
     import ipywidgets as W
-    from IPython.display import display
 
     controls = {
         "seed": W.IntSlider(value=seed, min=0, max=99, description="seed"),
@@ -243,20 +265,11 @@ def mask_explorer_widget(seed: int = 0, N: int = 32, window: int = 6, A_scale: f
     state: dict[str, Any] = {"controls": controls, "output": out, "data": None, "fig": None,
                              "updates": 0}
 
-    def update(_change=None) -> None:
-        args = {name: c.value for name, c in controls.items()}
-        data = explorer_data(**args, Hkv=Hkv)
-        fig = plot_explorer(data)
-        plt.close(fig)                      # keep it out of pyplot's global list; we show it below
-        state.update(data=data, fig=fig, updates=state["updates"] + 1)
-        if show:
-            with out:
-                out.clear_output(wait=True)
-                display(fig)
+    def render(args: dict) -> plt.Figure:
+        state["data"] = explorer_data(**args, Hkv=Hkv)
+        return plot_explorer(state["data"])
 
-    for c in controls.values():
-        c.observe(update, names="value")
-    update()
+    bind_controls(controls, render, state, show)
     left = W.VBox([controls[n] for n in ("window", "A_scale", "head")])
     right = W.VBox([controls[n] for n in ("mode", "causal", "N", "seed")])
     widget = W.VBox([W.HBox([left, right]), out])
