@@ -240,6 +240,7 @@ def bind_controls(controls: dict, render, state: dict, show: bool) -> None:
         c.observe(update, names="value")
     update()
 
+
 def mask_explorer_widget(seed: int = 0, N: int = 32, window: int = 6, A_scale: float = 1.0,
                          head: int = 0, mode: str = "row", causal: bool = True, *, Hkv: int = 2,
                          show: bool = True):
