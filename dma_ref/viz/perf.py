@@ -82,6 +82,16 @@ def _legend(ax) -> None:
         ax.legend(fontsize=7)
 
 
+def _log_axes(ax, xlabel: str, ylabel: str, title: str) -> None:
+    """Log-log axes (x in powers of two) with labels and a light grid, as every plot here."""
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+
+
 def _style(method: str) -> dict:
     colour, marker = STYLE.get(method, ("#7f7f7f", "x"))
     return {"color": colour, "marker": marker, "label": method}
@@ -111,12 +121,8 @@ def plot_time_vs_n(records: list[dict], *, D: int = 128, window: int | str = 102
                 ws = [N if window == "dense" else min(int(window), N) for N in ns]
                 dma = [flops.config_floors(N, w, D, Hq, Hkv, backward=bwd).ms for N, w in zip(ns, ws)]
                 ax.plot(ns, dma, "--", color="#d62728", alpha=0.5, label="floor: DMA work")
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("sequence length N")
-        ax.set_ylabel("median time (ms)")
-        ax.set_title(f"{PHASE_LABEL[phase]}, D={D}, w={window}")
-        ax.grid(True, which="both", alpha=0.3)
+        _log_axes(ax, "sequence length N", "median time (ms)",
+                  f"{PHASE_LABEL[phase]}, D={D}, w={window}")
     _legend(axes[0])
     fig.tight_layout()
     return fig
@@ -138,12 +144,8 @@ def plot_speedup_vs_n(records: list[dict], *, D: int = 128, window: int | str = 
             idx = PHASES.index(phase)
             ax.scatter(list(TARGETS), [t[idx] for t in TARGETS.values()], marker="*", s=160,
                        color="gold", edgecolor="k", zorder=5, label="DESIGN.md target")
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("sequence length N")
-        ax.set_ylabel(f"speed-up over {baseline}")
-        ax.set_title(f"{PHASE_LABEL[phase]}, D={D}, w={window}")
-        ax.grid(True, which="both", alpha=0.3)
+        _log_axes(ax, "sequence length N", f"speed-up over {baseline}",
+                  f"{PHASE_LABEL[phase]}, D={D}, w={window}")
     _legend(axes[0])
     fig.tight_layout()
     return fig
@@ -163,12 +165,8 @@ def plot_speedup_vs_window(records: list[dict], *, D: int = 128, method: str = "
             if pts:
                 ax.plot([w for w, _ in pts], [s for _, s in pts], marker="o", label=f"N={N}")
         ax.axhline(1.0, color="k", lw=0.8)
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("window w (w = N: dense regime)")
-        ax.set_ylabel(f"{method} speed-up over {baseline}")
-        ax.set_title(f"{PHASE_LABEL[phase]}, D={D}")
-        ax.grid(True, which="both", alpha=0.3)
+        _log_axes(ax, "window w (w = N: dense regime)", f"{method} speed-up over {baseline}",
+                  f"{PHASE_LABEL[phase]}, D={D}")
     _legend(axes[0])
     fig.tight_layout()
     return fig
@@ -246,12 +244,8 @@ def plot_work_ratio(windows=(256, 1024, 4096), *, n_min: int = 512, n_max: int =
         ax.axvline(flops.crossover_n(w, BM), ls=":", color=ax.lines[-1].get_color(), lw=1)
     ax.axhline(1.0, color="k", lw=0.8)
     ax.axhline(2.0, color="k", lw=0.8, ls="--")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("sequence length N")
-    ax.set_ylabel("dense causal work / DMA work")
-    ax.set_title(f"work ratio (BM={BM}); dotted: crossover N = 4(w+BM)-1")
-    ax.grid(True, which="both", alpha=0.3)
+    _log_axes(ax, "sequence length N", "dense causal work / DMA work",
+              f"work ratio (BM={BM}); dotted: crossover N = 4(w+BM)-1")
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
