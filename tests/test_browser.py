@@ -3,6 +3,12 @@
 voila serves the notebook on a free port of 127.0.0.1; headless Debian Chromium, driven by
 playwright (never ``playwright install``: the system browser is used), waits for the explorer,
 focuses the "query p" slider handle, presses the arrow key and checks that the figure changed.
+
+The page voila serves links stylesheets and modules on public CDNs (Font Awesome, mermaid). On a
+machine whose network drops packets instead of refusing them, a render-blocking stylesheet holds
+the page's scripts until the connection times out, and the widgets never appear within the test's
+wait. The browser therefore resolves no host but 127.0.0.1, and every other request is aborted.
+On failure, the message carries the end of voila's log and of the page's text.
 """
 
 from __future__ import annotations
@@ -20,7 +26,8 @@ from dma_ref.paths import REPO_ROOT
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage"]
+                 "--disable-dev-shm-usage",
+                 "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"]
 NOTEBOOK = "09_learned_mask_explorer.ipynb"
 
 
@@ -44,6 +51,25 @@ def wait_for_port(port: int, proc: subprocess.Popen, timeout: float) -> None:
     raise TimeoutError(f"voila did not listen on port {port} within {timeout} s")
 
 
+def local_only(route) -> None:
+    """Serve requests to voila; abort everything else at once (no wait on an unreachable CDN)."""
+    if route.request.url.startswith("http://127.0.0.1:"):
+        route.continue_()
+    else:
+        route.abort()
+
+
+def diagnosis(log_path, page) -> str:
+    """The end of voila's log and of the page's text, for the failure message."""
+    with open(log_path) as f:
+        log_tail = f.read()[-4000:]
+    try:
+        text = page.inner_text("body", timeout=5_000)[-3000:]
+    except Exception as exc:  # noqa: BLE001 - a diagnosis must not hide the original failure
+        text = f"(page text unavailable: {exc})"
+    return f"\n--- voila log (end) ---\n{log_tail}\n--- page text (end) ---\n{text}"
+
+
 @pytest.mark.browser
 def test_slider_moves_the_plot(tmp_path):
     from playwright.sync_api import sync_playwright
@@ -61,14 +87,20 @@ def test_slider_moves_the_plot(tmp_path):
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.route("**/*", local_only)
             # Voila executes the notebook while it serves the page: 13 s alone on 2 cores, over
             # 90 s when other jobs share the CPU. Wait for the first bytes only, then for the
             # widget, with room for a loaded machine.
             page.goto(url, wait_until="commit", timeout=240_000)
             slider = page.locator(".widget-slider:has-text('query p')").first
-            slider.wait_for(timeout=240_000)
             img = page.locator(".widget-output img").first
-            img.wait_for(timeout=60_000)
+            try:
+                slider.wait_for(timeout=240_000)
+                img.wait_for(timeout=60_000)
+            except Exception as exc:
+                log.flush()
+                raise AssertionError(f"the explorer did not appear: {exc}"
+                                     + diagnosis(tmp_path / "voila.log", page)) from exc
             before = img.get_attribute("src")
             readout = slider.locator(".widget-readout").inner_text()
             handle = slider.locator(".noUi-handle").first
