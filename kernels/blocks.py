@@ -14,8 +14,8 @@ of ``W = min(w, K)`` entries and no size has to travel back to the host.
 Filling block b's slot, without a Q x K tensor and without scanning all p0 earlier keys: cut the
 keys into chunks of ``CH`` and sort each chunk by ``e`` descending, once for all blocks. Inside a
 chunk that lies wholly before p0 the list members (``e_j > p0``) are then a prefix, whose length
-is one ``searchsorted`` per (chunk, block). ``block_lists_kernel`` copies those prefixes one
-after the other, then scans the one chunk that straddles p0 key by key.
+is one binary search per (chunk, block). ``block_lists_kernel`` finds those lengths, copies the
+prefixes one after the other, then scans the one chunk that straddles p0 key by key.
 
 ``KeyPlan`` bundles what both kernels consume for one call: the mode flags, ``e`` (int32) and
 the lists.
@@ -58,20 +58,32 @@ class KeyPlan:
 
 
 @triton.jit
-def block_lists_kernel(E, E_IDX, LEN, IDX, CNT, n_k, p_first, n_qb, W, block_q,
-                       CH: tl.constexpr, NCH: tl.constexpr, TILE: tl.constexpr):
+def block_lists_kernel(E, E_SORTED, ORDER, IDX, START, CNT, n_k, p_first, n_qb, W, block_q,
+                       n_full, CH: tl.constexpr, NCH: tl.constexpr, LOG_CH: tl.constexpr,
+                       TILE: tl.constexpr):
     """One program: the list of query block b of head bh, written to ``IDX[(bh n_qb + b) W:]``.
 
-    E int32 ``[BH, K]`` lifetimes; E_IDX int32 ``[BH, NCH * CH]`` key ids of each chunk, by e
-    descending; LEN int32 ``[BH, n_qb, NCH]`` the members of each chunk wholly before p0 (0 for
-    the other chunks); CNT int32 ``[BH, n_qb]`` out.
+    E int32 ``[BH, K]`` lifetimes; E_SORTED, ORDER ``[BH, n_full, CH]``: the e of each full chunk
+    sorted descending and their positions inside the chunk (int64); START, CNT int32
+    ``[BH, n_qb]`` out.
     """
     b = tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
     p0 = p_first + b * block_q
     out = IDX + (bh * n_qb + b) * W
-    # The chunk prefixes, concatenated: slot t belongs to the chunk whose inclusive end passes t.
-    ln = tl.load(LEN + (bh * n_qb + b) * NCH + tl.arange(0, NCH))
+    # Members of each chunk wholly before p0 (e > p0): a prefix of the sorted chunk, whose length
+    # a binary search finds, all chunks at once (NCH lanes, LOG_CH steps).
+    c = tl.arange(0, NCH)
+    before = (c < n_full) & ((c + 1) * CH <= p0)
+    row = E_SORTED + (bh * n_full + c) * CH
+    ln = tl.zeros([NCH], tl.int32)
+    for it in tl.static_range(LOG_CH):
+        half = CH >> (it + 1)
+        e_mid = tl.load(row + ln + (half - 1), mask=before, other=0)
+        ln += tl.where(e_mid > p0, half, 0)
+    ln += (tl.load(row + ln, mask=before, other=0) > p0).to(tl.int32)
+    ln = tl.where(before, ln, 0)
+    # The prefixes, concatenated: slot t belongs to the chunk whose inclusive end passes t.
     end = tl.cumsum(ln, 0)
     total = tl.sum(ln, 0)
     for t0 in range(0, total, TILE):
@@ -79,8 +91,8 @@ def block_lists_kernel(E, E_IDX, LEN, IDX, CNT, n_k, p_first, n_qb, W, block_q,
         done = end[None, :] <= t[:, None]                               # [TILE, NCH]
         chunk = tl.sum(done.to(tl.int32), 1)
         first = tl.max(tl.where(done, end[None, :], 0), 1)              # slot of its first member
-        key = tl.load(E_IDX + bh * (NCH * CH) + chunk * CH + (t - first), mask=t < total)
-        tl.store(out + t, key, mask=t < total)
+        local = tl.load(ORDER + (bh * n_full + chunk) * CH + (t - first), mask=t < total)
+        tl.store(out + t, (chunk * CH + local).to(tl.int32), mask=t < total)
     # The chunk that straddles p0: its keys before p0, in position order.
     n = total
     for j0 in range((p0 // CH) * CH, p0, TILE):
@@ -91,6 +103,7 @@ def block_lists_kernel(E, E_IDX, LEN, IDX, CNT, n_k, p_first, n_qb, W, block_q,
         tl.store(out + slot, j, mask=keep)
         n += tl.sum(keep.to(tl.int32), 0)
     tl.store(CNT + bh * n_qb + b, n)
+    tl.store(START + bh * n_qb + b, ((bh * n_qb + b) * W).to(tl.int32))
 
 
 def chunk_size(K: int, tile: int = 128) -> int:
@@ -108,35 +121,33 @@ def block_key_lists(e: torch.Tensor, q_len: int, block_q: int, window: int, *,
     ``idx[start : start + count]`` (chunk by chunk; inside a chunk by e descending, then j), and
     ``idx`` beyond ``count`` is unused. ``chunk`` (CH), ``tile``: powers of two, CH a multiple of
     the tile; they change the speed and the order inside a list, never its set of keys.
+
+    Three launches in all (a sort of the full chunks, then ``block_lists_kernel``): at the sizes
+    of interest the cost is launches, not work.
     """
     BH, K = e.shape
     Q, BQ = q_len, block_q
     n_qb = -(-Q // BQ)
     W = max(1, min(window, K))
     dev = e.device
-    P0 = K - Q                                              # position of query row 0
     CH = chunk or chunk_size(K, tile)
     if CH % tile or CH & (CH - 1):
         raise ValueError(f"chunk={CH} must be a power of two and a multiple of tile={tile}")
-    n_ch = -(-K // CH)
-    NCH = triton.next_power_of_2(n_ch)
-    ep = torch.zeros(BH, NCH * CH, dtype=torch.int32, device=dev)      # padding: e = 0, never kept
     e = e if e.dtype == torch.int32 and e.is_contiguous() else e.to(torch.int32).contiguous()
-    ep[:, :K] = e
-    e_sorted, order = torch.sort(ep.view(BH, NCH, CH), dim=-1, descending=True, stable=True)
-    e_idx = (order + (torch.arange(NCH, device=dev) * CH)[:, None]).to(torch.int32)
-    p0 = P0 + torch.arange(n_qb, device=dev, dtype=torch.int32) * BQ    # [nQB]
-    # LEN[bh, c, b] = #{j in chunk c : e_j > p0_b}  (-e ascending: the entries < -p0).
-    ln = torch.searchsorted((-e_sorted).reshape(BH * NCH, CH),
-                            (-p0).expand(BH * NCH, n_qb).contiguous(), out_int32=True)
-    before = ((torch.arange(NCH, device=dev) + 1) * CH)[:, None] <= p0[None, :]   # [NCH, nQB]
-    ln = torch.where(before, ln.view(BH, NCH, n_qb), 0).transpose(1, 2).contiguous()
+    # Only full chunks are sorted: a chunk wholly before p0 is always full (p0 < K), and the one
+    # that straddles p0 is scanned key by key.
+    n_full = K // CH
+    if n_full:
+        e_sorted, order = torch.sort(e[:, :n_full * CH].reshape(BH, n_full, CH), dim=-1,
+                                     descending=True, stable=True)   # stable: a fixed list order
+    else:
+        e_sorted = order = e                                        # never read
     idx = torch.empty(BH * n_qb * W, dtype=torch.int32, device=dev)
+    start = torch.empty(BH, n_qb, dtype=torch.int32, device=dev)
     count = torch.empty(BH, n_qb, dtype=torch.int32, device=dev)
-    block_lists_kernel[(n_qb, BH)](e, e_idx.contiguous(), ln, idx,
-                                   count, K, P0, n_qb, W, BQ, CH=CH, NCH=NCH, TILE=tile,
-                                   num_warps=4)
-    start = (torch.arange(BH * n_qb, device=dev, dtype=torch.int32) * W).view(BH, n_qb)
+    block_lists_kernel[(n_qb, BH)](e, e_sorted, order, idx, start, count, K, K - Q, n_qb, W, BQ,
+                                   n_full, CH=CH, NCH=triton.next_power_of_2(max(n_full, 1)),
+                                   LOG_CH=CH.bit_length() - 1, TILE=tile, num_warps=4)
     return idx, start, count
 
 
@@ -168,7 +179,7 @@ def build_plan(s: torch.Tensor, window: int, q_len: int, *, causal: bool = True,
                            "imported (call dma_ref.setup_device() first)")
     B, H, K = s.shape
     n_qb = -(-q_len // block_q)
-    empty = torch.zeros(0, dtype=torch.int32, device=s.device)
+    empty = torch.empty(0, dtype=torch.int32, device=s.device)
     if window >= K:                                         # no selection at all
         return KeyPlan(causal, True, window, block_q, n_qb, empty, empty, empty, empty)
     if not causal:                                          # row and global modes coincide

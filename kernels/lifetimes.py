@@ -1,4 +1,4 @@
-"""Key lifetimes ``e_j`` of the causal row-mode mask, built by two small Triton kernels.
+"""Key lifetimes ``e_j`` of the causal row-mode mask, built by a sort and three small Triton kernels.
 
 DESIGN.md section 3.5: with ``r_j`` the rank of key j (0 = best, by ``(s_j, j)`` descending),
 
@@ -22,6 +22,7 @@ finds its w-th better key in parallel, in two steps, without any K x K tensor:
 2. Scan the S positions of ``c*``, ``BP`` at a time, counting the better keys (a cumsum) until
    the m-th.
 
+The ranks themselves come from one sort of s and ``ranks_kernel`` (the inverse permutation).
 Work O(K (nS + S)): with the default S = K / 128 (nS <= 128) about K^2 / 128 compares for long
 K (1.5e8 at K = 128K), spread over K / BJ programs. Memory O(K) plus the ``[nS, K / BJ]``
 table. Equal to ``dma_ref.key_lifetimes`` exactly, ties included.
@@ -36,10 +37,27 @@ import triton
 import triton.language as tl
 
 from dma_ref.lifetimes import key_lifetimes
-from dma_ref.mask import key_order, key_ranks
+from dma_ref.mask import key_ranks
 from dma_ref.validate import check_score_values, check_tensor, check_window
 
 __all__ = ["build_lifetimes", "global_lifetimes", "superblock_size"]
+
+
+@triton.jit
+def ranks_kernel(ORDER_REV, ORDER, R, n_k, BLOCK: tl.constexpr):
+    """One program: ``BLOCK`` consecutive ranks of head bh (the inverse permutation, in one pass).
+
+    ORDER_REV int64 ``[BH, K]``: ``sort(s.flip(-1), descending, stable).indices`` (in the flipped
+    sequence, so that among equal scores the later key comes first: the tie rule). Writes
+    ORDER int32 ``[BH, K]`` = the keys by rank (``dma_ref.mask.key_order``) and R int32
+    ``[BH, K]`` = the rank of each key (``key_ranks``): ``R[ORDER[r]] = r``.
+    """
+    r = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    bh = tl.program_id(1).to(tl.int64)
+    ok = r < n_k
+    j = (n_k - 1 - tl.load(ORDER_REV + bh * n_k + r, mask=ok, other=0)).to(tl.int32)
+    tl.store(ORDER + bh * n_k + r, j, mask=ok)
+    tl.store(R + bh * n_k + j, r, mask=ok)
 
 
 @triton.jit
@@ -143,17 +161,20 @@ def lifetimes_unchecked(s: torch.Tensor, w: int, superblock: int | None = None,
         raise ValueError(f"superblock={S} must be a power of two and a multiple of block_p="
                          f"{block_p}; block_j={block_j} a power of two")
     BH, dev = B * Hh, s.device
-    order = key_order(s).reshape(BH, K)
-    ranks = key_ranks(s, order.reshape(B, Hh, K)).reshape(BH, K)
+    # key_order and key_ranks of dma_ref.mask in two launches (a sort, then ranks_kernel) rather
+    # than six small torch ops: at N = 16K the builder is bound by launches, not by the GPU.
+    order_rev = torch.sort(s.reshape(BH, K).flip(-1), dim=-1, descending=True, stable=True).indices
+    order = torch.empty(BH, K, dtype=torch.int32, device=dev)
+    r32 = torch.empty(BH, K, dtype=torch.int32, device=dev)
+    ranks_kernel[(triton.cdiv(K, 1024), BH)](order_rev, order, r32, K, BLOCK=1024, num_warps=4)
     n_s = -(-K // S)
     NS = triton.next_power_of_2(n_s)
     n_rb = -(-K // block_j)
-    r32 = ranks.to(torch.int32).contiguous()
     H = torch.empty(BH, n_s, n_rb, dtype=torch.int32, device=dev)
     rank_table_kernel[(n_s, BH)](r32, H, K, n_rb, S=S, NRB=triton.next_power_of_2(n_rb),
                                  BJ=block_j, BP=block_p, num_warps=4)
     e = torch.empty(BH, K, dtype=torch.int32, device=dev)
-    lifetimes_kernel[(n_rb, BH)](r32, order.to(torch.int32).contiguous(), H, e, K, w, n_rb, n_s,
+    lifetimes_kernel[(n_rb, BH)](r32, order, H, e, K, w, n_rb, n_s,
                                  S=S, NS=NS, BJ=block_j, BP=block_p, num_warps=4)
     return e
 

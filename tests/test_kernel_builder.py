@@ -75,6 +75,22 @@ def test_build_lifetimes_default_sizes_at_K_1024():
         torch.testing.assert_close(build_lifetimes(s, w), key_lifetimes(s, w), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("K", [1, 5, 1023, 1024, 2500])
+@pytest.mark.parametrize("ties", [0, 1, 3])
+def test_ranks_kernel_is_key_order_and_key_ranks(K, ties):
+    from dma_ref.kernels.lifetimes import ranks_kernel
+
+    from dma_ref.mask import key_order, key_ranks
+
+    s = scores(2, 3, K, int(torch.randint(0, 2**31 - 1, ())), ties).reshape(6, K)
+    order_rev = torch.sort(s.flip(-1), dim=-1, descending=True, stable=True).indices
+    order = torch.full((6, K), -1, dtype=torch.int32)
+    r = torch.full((6, K), -1, dtype=torch.int32)
+    ranks_kernel[(-(-K // 1024), 6)](order_rev, order, r, K, BLOCK=1024)
+    assert torch.equal(order.long(), key_order(s))
+    assert torch.equal(r.long(), key_ranks(s))
+
+
 def test_build_lifetimes_rejects_bad_sizes():
     s = scores(1, 1, 50, 0, ties=0)
     with pytest.raises(ValueError, match="superblock"):

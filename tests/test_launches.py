@@ -1,0 +1,95 @@
+"""Host work of the Triton path: how many GPU launches and host syncs one call costs.
+
+At N = 16K the mask builder was bound by launches, not by the GPU (figures/bench/PERF_NOTES.md:
+~25 small torch ops at ~20 us each). These tests count, on any device, the torch operators that
+launch a kernel (views and allocations excluded) and the Triton launches of ``build_plan`` and
+of ``dma_attention``'s forward, with the Triton kernels replaced by counters, so that a change
+that brings the small ops back fails here rather than only in a GPU profile.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import dma_ref.kernels.autograd as autograd_mod
+import dma_ref.kernels.blocks as blocks_mod
+import dma_ref.kernels.lifetimes as lifetimes_mod
+import pytest
+import torch
+from dma_ref.kernels import build_plan, dma_attention
+from torch.utils._python_dispatch import TorchDispatchMode
+
+# Operators that launch nothing: views, metadata and allocations.
+NO_LAUNCH = {"view", "_unsafe_view", "expand", "transpose", "t", "as_strided", "detach", "slice",
+             "select", "unsqueeze", "squeeze", "alias", "permute", "reshape", "_reshape_alias",
+             "lift_fresh", "empty", "empty_like", "empty_strided", "new_empty"}
+HOST_SYNC = {"_local_scalar_dense", "item", "nonzero"}
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class CountOps(TorchDispatchMode):
+    """Counts the torch operators that launch a kernel."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        if name not in NO_LAUNCH:
+            self.ops[name] += 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.fixture
+def triton_launches(monkeypatch):
+    """Replace every Triton kernel of the forward path by a counter of its launches."""
+    launches = Counter()
+
+    class Fake:
+        def __init__(self, name):
+            self.name = name
+
+        def __getitem__(self, grid):
+            def launch(*args, **kwargs):
+                launches[self.name] += 1
+            return launch
+
+    for module, name in [(lifetimes_mod, "ranks_kernel"), (lifetimes_mod, "rank_table_kernel"),
+                         (lifetimes_mod, "lifetimes_kernel"), (blocks_mod, "block_lists_kernel"),
+                         (autograd_mod, "dma_fwd_kernel")]:
+        monkeypatch.setattr(module, name, Fake(name))
+    return launches
+
+
+def inputs(N=300, D=16, dtype=torch.float32):
+    q = torch.randn(1, 4, N, D, device=DEVICE, dtype=dtype)
+    k, v = (torch.randn(1, 2, N, D, device=DEVICE, dtype=dtype) for _ in range(2))
+    s = torch.rand(1, 2, N, device=DEVICE) * 5
+    return q, k, v, s
+
+
+def test_build_plan_is_three_torch_launches_and_four_kernels(triton_launches):
+    _, _, _, s = inputs()
+    with CountOps() as mode:
+        plan = build_plan(s, 32, 300, block_q=32)
+    assert not plan.dense
+    # flip + sort (key order), sort (the chunks by e); no host sync.
+    assert sum(mode.ops.values()) <= 3, dict(mode.ops)
+    assert not HOST_SYNC & set(mode.ops), dict(mode.ops)
+    assert triton_launches == Counter(ranks_kernel=1, rank_table_kernel=1, lifetimes_kernel=1,
+                                      block_lists_kernel=1)
+
+
+@pytest.mark.parametrize("s_dtype", [torch.float32, torch.bfloat16])
+def test_forward_adds_one_check_and_one_kernel(triton_launches, s_dtype):
+    q, k, v, s = inputs()
+    s = s.to(s_dtype)
+    with CountOps() as mode:
+        dma_attention(q, k, v, s, 32)
+    syncs = sum(n for op, n in mode.ops.items() if op in HOST_SYNC)
+    assert syncs == 1, dict(mode.ops)               # the NaN / +inf check of s, nothing else
+    # the plan's 3, the check's reduction, and s cast to fp32 when it is not.
+    budget = 3 + 1 + (s_dtype != torch.float32)
+    assert sum(mode.ops.values()) - syncs <= budget, dict(mode.ops)
+    assert triton_launches["dma_fwd_kernel"] == 1
