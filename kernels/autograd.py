@@ -2,7 +2,7 @@
 
     plan  = build_plan(s, w)                       (lifetimes e + per-query-block key lists)
     o, lse = dma_fwd_kernel(q, k, v, s, plan)      (forward.py)
-    dq, dk, dv, ds = dma_bwd_kernel(..., lse, Delta = rowsum(dO * O))   (backward.py)
+    dq, dk, dv, ds = dma_bwd_kernel(..., lse, O)   (backward.py; Delta = rowsum(dO * O) inside)
 
 The selection (the plan) is a constant of the forward pass, as in ``dma_ref.naive_dma_attention``
 (top-k is not differentiated); gradients reach q, k, v and s.
@@ -117,14 +117,14 @@ def dma_backward(do, q, k, v, s32, o, lse, plan: KeyPlan, scale: float, cfg: Ker
                  GH: int, deterministic: bool = False):
     """Launch the backward. Returns ``(dq, dk32, dv32, ds32)``; dk, dv, ds in fp32.
 
-    o: the forward output in fp32 (``dma_forward(..., keep_fp32=True)``) for an accurate Delta.
+    o: the forward output in fp32 (``dma_forward(..., keep_fp32=True)``) for an accurate Delta
+    (computed inside the kernel).
     ``deterministic``: partial buffers and a fixed-order reduction instead of atomic adds
     (sparse plans only; see backward.py)."""
     B, Hq, Q, D = q.shape
     Hkv, K = k.shape[1], k.shape[2]
     G = Hq // Hkv
     n_hg = -(-G // GH)
-    delta = (do.float() * o.float()).sum(-1)                         # [B, Hq, Q]
     dq = torch.empty_like(q)
     dk = torch.zeros(B, Hkv, K, D, dtype=torch.float32, device=q.device)
     dv = torch.zeros_like(dk)
@@ -137,7 +137,7 @@ def dma_backward(do, q, k, v, s32, o, lse, plan: KeyPlan, scale: float, cfg: Ker
         pv, ps = torch.empty_like(pk), torch.empty(rows, dtype=torch.float32, device=q.device)
     grid = (plan.n_qb, B * Hkv * n_hg)
     dma_bwd_kernel[grid](
-        q, k, v, s32, plan.e, plan.idx, plan.start, plan.count, do, lse, delta, dq,
+        q, k, v, s32, plan.e, plan.idx, plan.start, plan.count, do, lse, o, dq,
         *((pk, pv, ps) if deterministic else (dk, dv, ds)),
         Q, K, G, plan.n_qb, n_hg, scale * LOG2E, scale, list_w,
         BLOCK_Q=plan.block_q, GH=GH, BLOCK_N=cfg.block_n, HEAD_D=D, CAUSAL=plan.causal,

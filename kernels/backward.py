@@ -1,8 +1,9 @@
 """The DMA backward kernel: query-major over the same key unions as the forward.
 
 One program = the same ``GH * BLOCK_Q`` packed rows as the forward. With ``Delta_i =
-sum_d dO_id O_id`` (computed before the launch, from the forward's fp32 O) and the forward's ``lse``, for every visited tile
-of keys (the off-diagonal list, then the diagonal range)::
+sum_d dO_id O_id`` (computed by the program for its own rows, from the forward's fp32 O) and the
+forward's ``lse``, for every visited tile of keys (the off-diagonal list, then the diagonal
+range)::
 
     P_ij  = exp(scale q_i . k_j + s_j - lse_i)         (kept pairs; 0 elsewhere and on empty rows)
     dP_ij = dO_i . v_j
@@ -73,12 +74,13 @@ def _bwd_tile(q, do, dq, lse2, delta, Kp, Vp, Sp, Ep, DK, DV, DS, kv_base, bh, j
 
 
 @triton.jit
-def dma_bwd_kernel(Qp, Kp, Vp, Sp, Ep, IDX, START, CNT, DOp, LSE, DELTA, DQ, DK, DV, DS,
+def dma_bwd_kernel(Qp, Kp, Vp, Sp, Ep, IDX, START, CNT, DOp, LSE, O32, DQ, DK, DV, DS,
                    n_q, n_k, G, n_qb, n_hg, qk_scale, scale, LIST_W,
                    BLOCK_Q: tl.constexpr, GH: tl.constexpr, BLOCK_N: tl.constexpr,
                    HEAD_D: tl.constexpr, CAUSAL: tl.constexpr, DENSE: tl.constexpr,
                    PREC: tl.constexpr, DS_F32: tl.constexpr, DETERMINISTIC: tl.constexpr):
-    """Shapes as ``dma_fwd_kernel``; dO, dQ like q; LSE, DELTA fp32 ``[B*Hq, Q]``; DK, DV fp32
+    """Shapes as ``dma_fwd_kernel``; dO, dQ like q; O32 the forward's o in fp32 ``[B*Hq, Q, D]``;
+    LSE fp32 ``[B*Hq, Q]``; DK, DV fp32
     ``[B*Hkv, K, D]`` and DS fp32 ``[B*Hkv, K]``, zero-initialised, accumulated atomically (with
     ``DETERMINISTIC``: the partial buffers of the module docstring, ``LIST_W`` list slots)."""
     qb = tl.program_id(0)
@@ -92,7 +94,9 @@ def dma_bwd_kernel(Qp, Kp, Vp, Sp, Ep, IDX, START, CNT, DOp, LSE, DELTA, DQ, DK,
     lse = tl.load(LSE + hrow, mask=row_ok, other=float("-inf"))
     # Empty rows (lse = -inf): use +inf so that P = 2^(x - inf) = 0 instead of NaN.
     lse2 = tl.where(lse == float("-inf"), float("inf"), lse * 1.4426950408889634)
-    delta = tl.load(DELTA + hrow, mask=row_ok, other=0.0)
+    # Delta here rather than in torch: no [B, Hq, Q, D] fp32 temporaries, two launches fewer.
+    o32 = tl.load(O32 + qrow[:, None] + d[None, :], mask=row_ok[:, None], other=0.0)
+    delta = tl.sum(do.to(tl.float32) * o32, 1)
     kv_base = bh.to(tl.int64) * n_k * HEAD_D
     dq = tl.zeros([M, HEAD_D], tl.float32)
     USE_E: tl.constexpr = CAUSAL and not DENSE
