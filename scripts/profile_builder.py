@@ -2,7 +2,7 @@
 
     PROFILE="16384 131072" bash scripts/gpu_session.sh
 
-Steps: sort + ranks, the rank table (``rank_table_kernel``), the lifetimes kernel with 4 and 8
+Steps: the key sort, ``ranks_kernel``, the old torch ranks (for comparison), the rank table (``rank_table_kernel``), the lifetimes kernel with 4 and 8
 warps and rank blocks of 64 and 128, the whole ``build_lifetimes``, the key lists, the whole
 ``build_plan``, and ``dma_attention``'s forward (the plan included) at B=1, Hq=8, Hkv=2, D=128.
 """
@@ -12,7 +12,12 @@ import sys
 import torch
 import triton
 from dma_ref.kernels import block_key_lists, build_lifetimes, build_plan, dma_attention
-from dma_ref.kernels.lifetimes import lifetimes_kernel, rank_table_kernel, superblock_size
+from dma_ref.kernels.lifetimes import (
+    lifetimes_kernel,
+    rank_table_kernel,
+    ranks_kernel,
+    superblock_size,
+)
 from triton.testing import do_bench
 
 from dma_ref.mask import key_order, key_ranks
@@ -22,7 +27,13 @@ W, BP = 1024, 128
 
 def profile(N: int) -> None:
     s = torch.randn(1, 2, N, device="cuda")
-    t = {"order+ranks": do_bench(lambda: key_ranks(s, key_order(s)))}
+    t = {"torch order+ranks": do_bench(lambda: key_ranks(s, key_order(s)))}
+    s2 = s.reshape(2, N)
+    t["sort"] = do_bench(lambda: torch.sort(s2.flip(-1), dim=-1, descending=True, stable=True))
+    order_rev = torch.sort(s2.flip(-1), dim=-1, descending=True, stable=True).indices
+    o_k, r_k = (torch.empty(2, N, dtype=torch.int32, device="cuda") for _ in range(2))
+    t["ranks_kernel"] = do_bench(lambda: ranks_kernel[(triton.cdiv(N, 1024), 2)](
+        order_rev, o_k, r_k, N, BLOCK=1024, num_warps=4))
     order = key_order(s).reshape(2, N)
     r32 = key_ranks(s, order.reshape(1, 2, N)).reshape(2, N).to(torch.int32).contiguous()
     o32 = order.to(torch.int32).contiguous()
@@ -42,8 +53,8 @@ def profile(N: int) -> None:
                     BJ=BJ, BP=BP, num_warps=nw))
     t["lifetimes"] = do_bench(lambda: build_lifetimes(s, W))
     e64 = build_lifetimes(s, W).reshape(2, N)
-    t["lists"] = do_bench(lambda: block_key_lists(e64, N, 64, W))
-    t["plan"] = do_bench(lambda: build_plan(s, W, N))
+    t["lists"] = do_bench(lambda: block_key_lists(e64, N, 32, W))      # BQ of the forward, G = 4
+    t["plan"] = do_bench(lambda: build_plan(s, W, N, block_q=32))
     q = torch.randn(1, 8, N, 128, device="cuda", dtype=torch.bfloat16)
     k, v = (torch.randn(1, 2, N, 128, device="cuda", dtype=torch.bfloat16) for _ in range(2))
     t["dma_fwd"] = do_bench(lambda: dma_attention(q, k, v, s, W))
