@@ -65,7 +65,7 @@ def check_score_values(s: torch.Tensor) -> None:
     """
     # The happy path is one reduction and one host sync: max propagates NaN, and NaN < inf is
     # False, so the max is below +inf exactly when no score is NaN or +inf.
-    if s.numel() == 0 or float(s.max()) < float("inf"):
+    if s.numel() == 0 or float(s.detach().max()) < float("inf"):
         return
     if torch.isnan(s).any():
         raise ValueError("s contains NaN; scores must be real numbers (-inf is allowed)")

@@ -217,11 +217,14 @@ class _DMAFunction(torch.autograd.Function):
         ctx.plan, ctx.scale, ctx.bwd_cfg, ctx.s_dtype = plan, scale, bwd_cfg, s.dtype
         ctx.deterministic = deterministic
         ctx.mark_non_differentiable(lse)
+        ctx.set_materialize_grads(False)          # no zero tensor for lse's (unused) gradient
         return o, lse
 
     @staticmethod
     def backward(ctx, do, _dlse):
         q, k, v, s32, o, lse = ctx.saved_tensors
+        if do is None:                            # lse is non-differentiable: only o carries one
+            return (None,) * 11
         G = q.shape[1] // k.shape[1]
         GH, bq = _shape(ctx.bwd_cfg, G, q.shape[2])
         plan = _replan(ctx.plan, q.shape[2], bq)
