@@ -138,9 +138,25 @@ def survivors_wrong(s, w):                          # the w most recent keys: a 
     return out
 
 
+def survivors_topk(s, w):                           # no tie rule: torch.topk's order
+    out = torch.zeros(len(s), dtype=torch.bool)
+    out[torch.topk(s, min(w, len(s))).indices] = True
+    return out
+
+
+def survivors_earlier_wins(s, w):                   # the tie rule reversed
+    K = len(s)
+    order = sorted(range(K), key=lambda j: (float(s[j]), -j), reverse=True)[:w]
+    out = torch.zeros(K, dtype=torch.bool)
+    out[order] = True
+    return out
+
+
 @pytest.mark.parametrize("checker,ok,wrong", [
     (nb09.check_pair_attention, pair_attention_ok, pair_attention_wrong),
     (nb09.check_survivors, survivors_ok, survivors_wrong),
+    (nb09.check_survivors, survivors_ok, survivors_topk),
+    (nb09.check_survivors, survivors_ok, survivors_earlier_wins),
 ])
 def test_nb09_checkers(checker, ok, wrong):
     assert not checker(stub)

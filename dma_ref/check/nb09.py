@@ -41,9 +41,13 @@ def check_survivors(fn: Callable[[torch.Tensor, int], torch.Tensor], strict: boo
     causal), i.e. the keys never evicted (``e_j = K``). Ties: the later key wins."""
     def trials() -> None:
         g, seed = _generator()
-        for K, w, tie in [(8, 3, False), (20, 5, True), (12, 12, False), (30, 1, True), (16, 7, True)]:
-            s = torch.randn(K, generator=g)
-            if tie:
+        # Fixed ties first (random ties alone let a solution without the tie rule pass by luck):
+        # all scores equal (the last w keys survive), and a tie across the w-th place.
+        fixed = [torch.zeros(10), torch.tensor([2.0, 1.0, 1.0, 0.0, 1.0, 0.0])]
+        for K, w, tie in [(10, 3, "fixed"), (6, 2, "fixed"), (8, 3, False), (20, 5, True),
+                          (12, 12, False), (30, 1, True), (16, 7, True)]:
+            s = fixed.pop(0) if tie == "fixed" else torch.randn(K, generator=g)
+            if tie is True:
                 s = (s * 2).round() / 2                          # few distinct values: many ties
             want = key_lifetimes(s[None, None], w)[0, 0] == K
             got = fn(s.clone(), w)
