@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import dma_ref
 from dma_ref.check import nb00, nb01, nb02, nb03
 
 
@@ -201,16 +202,43 @@ def score_grad_modulo_groups(dlogits, Hkv):
     return dlogits.reshape(B, Hq // Hkv, Hkv, Q, K).sum((1, 3))
 
 
+def softmax_special(x):
+    return torch.special.softmax(x, -1)
+
+
+def softmax_from_log_softmax(x):
+    return x.log_softmax(-1).exp()
+
+
+def scores_package(v, delta, A):
+    return dma_ref.dma_scores(v, delta, A)
+
+
+def row_mask_package(s, window):
+    return dma_ref.dma_mask(s, window)
+
+
+def lifetimes_package(s, window):
+    from dma_ref.lifetimes import key_lifetimes
+    return key_lifetimes(s, window)
+
+
+def naive_dma_package(q, k, v, s, window, mode):
+    return dma_ref.naive_dma_attention(q, k, v, s, window, mode=mode)
+
+
 CASES = [
     (nb00.check_sliding_window, sliding_window_ok, [sliding_window_off_by_one]),
     (nb00.check_kept_keys, kept_keys_ok, [kept_keys_topk, kept_keys_not_causal]),
-    (nb01.check_stable_softmax, stable_softmax_ok, [softmax_naive, softmax_library]),
+    (nb01.check_stable_softmax, stable_softmax_ok, [softmax_naive, softmax_library, softmax_special,
+                                                     softmax_from_log_softmax]),
     (nb01.check_causal_mask, causal_mask_ok, [causal_mask_top_left]),
     (nb01.check_gqa_attention, gqa_ok, [gqa_wrong_grouping]),
-    (nb02.check_scores, scores_ok, [scores_no_softplus]),
-    (nb02.check_row_mask, row_mask_ok, [row_mask_topk, row_mask_earlier_wins]),
-    (nb02.check_lifetimes, lifetimes_ok, [lifetimes_last_kept]),
-    (nb03.check_naive_dma, naive_dma_ok, [naive_dma_without_bias, naive_dma_nan_rows]),
+    (nb02.check_scores, scores_ok, [scores_no_softplus, scores_package]),
+    (nb02.check_row_mask, row_mask_ok, [row_mask_topk, row_mask_earlier_wins, row_mask_package]),
+    (nb02.check_lifetimes, lifetimes_ok, [lifetimes_last_kept, lifetimes_package]),
+    (nb03.check_naive_dma, naive_dma_ok, [naive_dma_without_bias, naive_dma_nan_rows,
+                                          naive_dma_package]),
     (nb03.check_dead_keys, dead_keys_ok, [dead_keys_global_set]),
     (nb03.check_score_grad, score_grad_ok, [score_grad_mean, score_grad_modulo_groups]),
 ]
@@ -246,7 +274,17 @@ def test_softmax_guard_is_restored():
     x = torch.randn(3, 4)
     torch.testing.assert_close(torch.softmax(x, -1), x.softmax(-1))
     torch.testing.assert_close(F.softmax(x, -1), x.exp() / x.exp().sum(-1, keepdim=True))
-    assert "softmax" not in torch.Tensor.__dict__
+    assert "softmax" not in torch.Tensor.__dict__ and "log_softmax" not in torch.Tensor.__dict__
+    torch.testing.assert_close(torch.special.softmax(x, -1), x.softmax(-1))
+
+
+def test_package_guards_are_restored():
+    nb02.check_row_mask(row_mask_package)
+    nb03.check_naive_dma(naive_dma_package)
+    from dma_ref import mask, naive
+    assert dma_ref.dma_mask is mask.dma_mask and dma_ref.dma_mask.__module__ == "dma_ref.mask"
+    assert dma_ref.naive_dma_attention is naive.naive_dma_attention
+    assert naive.naive_dma_attention.__module__ == "dma_ref.naive"
 
 
 def test_checkers_leave_global_rng_alone():

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+
+_MISSING = object()
 
 
 @dataclass
@@ -38,3 +41,27 @@ def run_checks(name: str, trials: Callable[[], None], *, strict: bool = False, q
     if strict and not result.passed:
         raise AssertionError(repr(result))
     return result
+
+
+@contextlib.contextmanager
+def forbid(message: str, *places: tuple[object, str]) -> Iterator[None]:
+    """While the learner's function runs, calling any ``owner.name`` of ``places`` raises
+    ``AssertionError(message)``: an exercise that asks to build X must not call the package's X.
+
+    The checker computes its reference outside this block. Owners are modules or classes
+    (``(torch.Tensor, "softmax")``: the method is inherited from a C base, so it is shadowed and
+    the shadow removed afterwards).
+    """
+    def forbidden(*args, **kwargs):
+        raise AssertionError(message)
+    saved = [(owner, name, vars(owner).get(name, _MISSING)) for owner, name in places]
+    for owner, name, _ in saved:
+        setattr(owner, name, forbidden)
+    try:
+        yield
+    finally:
+        for owner, name, old in reversed(saved):
+            if old is _MISSING:
+                delattr(owner, name)
+            else:
+                setattr(owner, name, old)

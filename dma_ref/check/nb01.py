@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import secrets
 from collections.abc import Callable
 
@@ -10,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ..dense import causal_mask, dense_attention
-from ._core import Result, run_checks
+from ._core import Result, forbid, run_checks
 
 
 def _context(where: str) -> Callable[[str], str]:
@@ -23,22 +22,12 @@ def _generator() -> tuple[torch.Generator, int]:
     return torch.Generator().manual_seed(seed), seed
 
 
-@contextlib.contextmanager
 def _softmax_forbidden():
     """Make the library softmaxes raise while the learner's function runs: build it yourself."""
-    def forbidden(*args, **kwargs):
-        raise AssertionError("build the softmax from exp, max and sum; do not call a library softmax")
-    saved = (torch.softmax, F.softmax)
-    own_method = torch.Tensor.__dict__.get("softmax")      # normally inherited from the C base
-    torch.softmax, F.softmax, torch.Tensor.softmax = forbidden, forbidden, forbidden
-    try:
-        yield
-    finally:
-        torch.softmax, F.softmax = saved
-        if own_method is None:
-            del torch.Tensor.softmax
-        else:
-            torch.Tensor.softmax = own_method
+    return forbid("build the softmax from exp, max and sum; do not call a library softmax",
+                  (torch, "softmax"), (F, "softmax"), (torch.Tensor, "softmax"),
+                  (torch.special, "softmax"), (torch, "log_softmax"), (F, "log_softmax"),
+                  (torch.Tensor, "log_softmax"), (torch.special, "log_softmax"))
 
 
 def check_stable_softmax(fn: Callable[[torch.Tensor], torch.Tensor], strict: bool = False) -> Result:
