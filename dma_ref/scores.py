@@ -4,7 +4,8 @@
     s[b, h, j] = exp(A[h] * softplus(x[b, j, h]))      form="exp"  (the paper)
     s[b, h, j] = A[h] * softplus(x[b, j, h])           form="log"  (official code since 2025-10)
 
-Both forms rank keys identically when A > 0 (exp is increasing); they differ in the additive
+Both forms rank keys identically for any A (``s_exp = exp(s_log)`` and exp is increasing; in
+bf16, rounding can tie exp-form scores that the log form keeps apart); they differ in the additive
 bias that the score adds to the attention logits. One score per key and KV head, shared by the
 G query heads of the group.
 """

@@ -25,10 +25,23 @@ def test_top_level_folders_exist(folder):
     assert (ROOT / folder).is_dir(), f"{folder}/ is missing (DESIGN.md section 1)"
 
 
-@pytest.mark.parametrize("name", ["environment.yml", "pyproject.toml", "README.md", ".ci/run",
-                                  "Makefile", "scripts/run_notebooks.py"])
+@pytest.mark.parametrize("name", ["environment.yml", "pyproject.toml", "README.md", "DESIGN.md",
+                                  ".ci/run", "Makefile", "scripts/run_notebooks.py"])
 def test_top_level_files_exist(name):
     assert (ROOT / name).is_file(), f"{name} is missing"
+
+
+def test_design_references_name_existing_sections():
+    """Notebooks, code and notes cite "DESIGN.md section 3.5" or "DESIGN.md §6": the file ships
+    with the repository and every cited section exists in it."""
+    headings = set(re.findall(r"^#{2,3} (\d+(?:\.\d+)?)\.? ", (ROOT / "DESIGN.md").read_text(), re.M))
+    cite = re.compile(r"DESIGN\.md,? (?:section|§) ?(\d+(?:\.\d+)?)")
+    files = [*ROOT.glob("notebooks/*.ipynb"), *ROOT.glob("dma_ref/**/*.py"), *ROOT.glob("kernels/*.py"),
+             *ROOT.glob("tests/**/*.py"), *ROOT.glob("figures/**/*.md"), ROOT / "README.md"]
+    cited = {(f.name, n) for f in files for n in cite.findall(f.read_text())}
+    assert cited, "no citation found: the pattern is broken"
+    missing = sorted((name, n) for name, n in cited if n not in headings)
+    assert not missing, f"citations of sections DESIGN.md does not have: {missing}"
 
 
 def test_ci_script_is_executable_bash_that_runs_make_test():
