@@ -5,6 +5,14 @@ Every case runs the kernels in fp32 and ``dma_ref.naive_dma_attention`` in float
 every run. The interpreter computes bf16 ``tl.dot`` wrongly, so low precisions are tested on the
 GPU only (tests/gpu/test_kernels_gpu.py).
 
+The defects DESIGN.md section 5 lists for the official Triton kernel, and the tests here that
+would catch each in ours: contributions lost by backward tile skipping -> every case compares all
+four gradients (``check_against_naive``); NaN on fully masked rows ->
+``test_global_empty_rows_are_zero_not_nan``; top-left causal alignment when Q != K -> the Q < K and
+Q = 1 rows of ``ROW_CASES``; head dim <= 128 only -> ``test_large_head_dims`` (256); no decode path
+-> Q = 1. Its future leak (global selection) is kept as ``mode="global"`` and shown by
+``test_dma_attention_is_causal_in_row_mode`` (row mode only).
+
 Tolerances: fp32 kernels vs float64 typically differ by ~1e-6 absolute on O(1) values here;
 ``atol = 2e-5, rtol = 1e-4`` leaves a margin without hiding a wrong mask (a single wrongly kept
 or dropped key moves o by ~1e-2).
