@@ -4,7 +4,8 @@
 
 Steps: the key sort, ``ranks_kernel``, the old torch ranks (for comparison), the rank table (``rank_table_kernel``), the lifetimes kernel with 4 and 8
 warps and rank blocks of 64 and 128, the whole ``build_lifetimes``, the key lists, the whole
-``build_plan``, and ``dma_attention``'s forward (the plan included) at B=1, Hq=8, Hkv=2, D=128.
+``build_plan``, and ``dma_attention``'s forward (the plan included) at B=1, Hq=8, Hkv=2, D=128;
+then the plan, and the plan plus the forward kernel, replayed from a CUDA graph (no host work).
 """
 
 import sys
@@ -12,6 +13,7 @@ import sys
 import torch
 import triton
 from dma_ref.kernels import block_key_lists, build_lifetimes, build_plan, dma_attention
+from dma_ref.kernels.autograd import FWD_CONFIG, dma_forward
 from dma_ref.kernels.lifetimes import (
     lifetimes_kernel,
     rank_table_kernel,
@@ -23,6 +25,24 @@ from triton.testing import do_bench
 from dma_ref.mask import key_order, key_ranks
 
 W, BP = 1024, 128
+
+
+def graph_ms(fn):
+    """``fn`` captured once in a CUDA graph, then its replay timed: what the host overhead of
+    the eager launches costs (the difference to the eager time). Returns the reason instead of
+    a time when the capture fails (a host sync or an allocation the graph cannot hold)."""
+    try:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):                # warm-up outside the capture: compilation
+            fn()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            fn()
+        return do_bench(graph.replay)
+    except Exception as err:  # noqa: BLE001 - a failed capture is a result worth printing
+        return f"capture failed: {type(err).__name__}: {str(err)[:100]}"
 
 
 def profile(N: int) -> None:
@@ -58,7 +78,14 @@ def profile(N: int) -> None:
     q = torch.randn(1, 8, N, 128, device="cuda", dtype=torch.bfloat16)
     k, v = (torch.randn(1, 2, N, 128, device="cuda", dtype=torch.bfloat16) for _ in range(2))
     t["dma_fwd"] = do_bench(lambda: dma_attention(q, k, v, s, W))
-    print(N, " ".join(f"{k}={v:.3f}" for k, v in t.items()), flush=True)
+    # The same work without the host: the plan, and the plan plus the forward kernel (without
+    # dma_attention's value check, whose host sync cannot be captured).
+    t["plan_graph"] = graph_ms(lambda: build_plan(s, W, N, block_q=32))
+    s32, GH = s.float(), 4
+    t["plan+fwd_graph"] = graph_ms(lambda: dma_forward(q, k, v, s32, build_plan(s, W, N, block_q=32),
+                                                       128 ** -0.5, FWD_CONFIG, GH))
+    print(N, " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}=[{v}]"
+                      for k, v in t.items()), flush=True)
 
 
 for n in [int(x) for x in sys.argv[1:]] or [16384, 131072]:
