@@ -2,9 +2,9 @@
 
     PROFILE="16384 131072" bash scripts/gpu_session.sh
 
-Steps: the key sort, ``ranks_kernel``, the old torch ranks (for comparison), the rank table (``rank_table_kernel``), the lifetimes kernel with 4 and 8
-warps and rank blocks of 64 and 128, the whole ``build_lifetimes``, the key lists, the whole
-``build_plan``, and ``dma_attention``'s forward (the plan included) at B=1, Hq=8, Hkv=2, D=128;
+Steps: the key sort, ``ranks_kernel``, the old torch ranks (for comparison), the rank table
+(``rank_table_kernel``), the lifetimes kernel with 4 and 8 warps and rank blocks of 64 and 128,
+the whole ``build_lifetimes``, the key lists, the whole ``build_plan``, and ``dma_attention``'s forward (the plan included) at B=1, Hq=8, Hkv=2, D=128;
 then the plan, and the plan plus the forward kernel, replayed from a CUDA graph (no host work).
 """
 
