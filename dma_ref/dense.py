@@ -49,10 +49,12 @@ def masked_softmax_attention(logits: torch.Tensor, keep: torch.Tensor, v: torch.
     return p @ v, lse
 
 
-def _check_pairwise(x, name: str, B: int, Hq: int, Q: int, K: int) -> None:
+def _check_pairwise(x, name: str, B: int, Hq: int, Q: int, K: int, device: torch.device) -> None:
     if not isinstance(x, torch.Tensor) or x.dim() != 4:
         raise ValueError(f"{name} must be a 4-dim tensor of shape [B, Hq, Q, K] = {[B, Hq, Q, K]} "
                          f"(size-1 dims broadcast); got {getattr(x, 'shape', type(x).__name__)}")
+    if x.device != device:
+        raise ValueError(f"{name} is on {x.device} but q is on {device}; all inputs must share a device")
     for got, want, sym in zip(x.shape, (B, Hq, Q, K), "BHQK"):
         if got not in (1, want):
             raise ValueError(f"{name} must have shape [B, Hq, Q, K] = {[B, Hq, Q, K]} (size-1 dims "
@@ -67,22 +69,28 @@ def dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal
     q ``[B, Hq, Q, D]``, k and v ``[B, Hkv, K, D]`` with ``Hq = G * Hkv``; any float dtype.
     bias: float ``[B, Hq, Q, K]`` added to the logits; mask: bool ``[B, Hq, Q, K]``, ``True`` =
     keep. Size-1 dims of bias and mask broadcast (explicitly documented, PyTorch's rule).
-    Returns o ``[B, Hq, Q, D]`` in q's dtype; fully masked rows give 0.
+    Returns o ``[B, Hq, Q, D]`` in q's dtype; fully masked rows give 0. The logits, softmax and
+    ``P @ v`` run in fp32 (fp64 for fp64 inputs), as SDPA accumulates: in fp16 or bf16 a
+    softmax rounds its row sums away.
     """
     B, Hq, _Hkv, Q, K, D = check_qkv(q, k, v)
     scale = default_scale(scale, D)
-    k, v = expand_kv(k, Hq), expand_kv(v, Hq)
-    logits = scale * (q @ k.transpose(-1, -2))
+    acc = torch.float64 if q.dtype == torch.float64 else torch.float32
+    k, v = expand_kv(k, Hq).to(acc), expand_kv(v, Hq).to(acc)
+    logits = scale * (q.to(acc) @ k.transpose(-1, -2))
     if bias is not None:
-        _check_pairwise(bias, "bias", B, Hq, Q, K)
-        logits = logits + bias.to(logits.dtype)
+        _check_pairwise(bias, "bias", B, Hq, Q, K, q.device)
+        if not bias.is_floating_point():
+            raise TypeError(f"bias must be a float tensor (added to the logits), got {bias.dtype}; "
+                            "pass a bool keep-mask as mask=")
+        logits = logits + bias.to(acc)
     keep = torch.ones(Q, K, dtype=torch.bool, device=q.device)
     if causal:
         keep = causal_mask(Q, K, q.device)
     if mask is not None:
-        _check_pairwise(mask, "mask", B, Hq, Q, K)
+        _check_pairwise(mask, "mask", B, Hq, Q, K, q.device)
         if mask.dtype != torch.bool:
             raise TypeError(f"mask must be a bool tensor (True = keep), got {mask.dtype}")
         keep = keep & mask
     o, _ = masked_softmax_attention(logits, keep, v)
-    return o
+    return o.to(q.dtype)

@@ -113,3 +113,32 @@ def test_output_keeps_the_input_dtype(dtype):
                                           enable_gqa=True)
     tol = 1e-5 if dtype == torch.float32 else 3e-2
     torch.testing.assert_close(o.double(), want, atol=tol, rtol=tol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_is_as_accurate_as_sdpa(dtype):
+    """The reference accumulates in fp32: its low-precision error is the rounding of the inputs
+    and the output, like SDPA's, not a softmax summed in 8 bits."""
+    q, k, v = (torch.randn(1, 2, 64, 32) * 4 for _ in range(3))
+    exact = dense_attention(q.double(), k.double(), v.double(), causal=True)
+    ql, kl, vl = (t.to(dtype) for t in (q, k, v))
+    ref = dense_attention(ql.double(), kl.double(), vl.double(), causal=True)   # rounded inputs
+    err = (dense_attention(ql, kl, vl, causal=True).double() - ref).norm() / ref.norm()
+    err_sdpa = (F.scaled_dot_product_attention(ql, kl, vl, is_causal=True).double() - ref).norm() / ref.norm()
+    assert err <= 2 * err_sdpa + 1e-3, (float(err), float(err_sdpa))
+    assert (ref - exact).norm() / exact.norm() < 0.1
+
+
+def test_fp16_equal_huge_logits_average_the_values():
+    # Two keys with equal logits of 14400: the output is their mean (fp16 sums would lose it).
+    q = torch.full((1, 1, 1, 1), 120.0, dtype=torch.float16)
+    k = torch.full((1, 1, 2, 1), 120.0, dtype=torch.float16)
+    v = torch.tensor([1.0, 3.0], dtype=torch.float16).reshape(1, 1, 2, 1)
+    o = dense_attention(q, k, v, scale=1.0)
+    assert o.item() == 2.0
+
+
+def test_bias_must_be_float():
+    q = torch.randn(1, 1, 3, 4)
+    with pytest.raises(TypeError, match="bias must be a float tensor"):
+        dense_attention(q, q, q, bias=torch.ones(1, 1, 3, 3, dtype=torch.bool))
