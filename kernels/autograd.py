@@ -114,13 +114,13 @@ def dma_forward(q, k, v, s32, plan: KeyPlan, scale: float, cfg: KernelConfig, GH
 
 
 def dma_backward(do, q, k, v, s32, o, lse, plan: KeyPlan, scale: float, cfg: KernelConfig,
-                 GH: int, deterministic: bool = False):
+                 GH: int, deterministic: bool = False, dlse: torch.Tensor | None = None):
     """Launch the backward. Returns ``(dq, dk32, dv32, ds32)``; dk, dv, ds in fp32.
 
     o: the forward output in fp32 (``dma_forward(..., keep_fp32=True)``) for an accurate Delta
     (computed inside the kernel).
     ``deterministic``: partial buffers and a fixed-order reduction instead of atomic adds
-    (sparse plans only; see backward.py)."""
+    (sparse plans only; see backward.py). ``dlse``: the gradient of lse ``[B, Hq, Q]``, if any."""
     B, Hq, Q, D = q.shape
     Hkv, K = k.shape[1], k.shape[2]
     G = Hq // Hkv
@@ -137,12 +137,13 @@ def dma_backward(do, q, k, v, s32, o, lse, plan: KeyPlan, scale: float, cfg: Ker
         pv, ps = torch.empty_like(pk), torch.empty(rows, dtype=torch.float32, device=q.device)
     grid = (plan.n_qb, B * Hkv * n_hg)
     dma_bwd_kernel[grid](
-        q, k, v, s32, plan.e, plan.idx, plan.start, plan.count, do, lse, o, dq,
+        q, k, v, s32, plan.e, plan.idx, plan.start, plan.count, do, lse,
+        lse if dlse is None else dlse.float().contiguous(), o, dq,
         *((pk, pv, ps) if deterministic else (dk, dv, ds)),
         Q, K, G, plan.n_qb, n_hg, scale * LOG2E, scale, list_w,
         BLOCK_Q=plan.block_q, GH=GH, BLOCK_N=cfg.block_n, HEAD_D=D, CAUSAL=plan.causal,
         DENSE=plan.dense, PREC=_prec(q.dtype), DS_F32=q.dtype == torch.float16,
-        DETERMINISTIC=deterministic,
+        DETERMINISTIC=deterministic, HAS_DLSE=dlse is not None,
         num_warps=_warps(cfg, GH, plan.block_q), num_stages=cfg.num_stages)
     if deterministic:
         _reduce_partials(pk, pv, ps, key_map, n_hg, K, dk, dv, ds)
@@ -216,20 +217,21 @@ class _DMAFunction(torch.autograd.Function):
         ctx.save_for_backward(q, k, v, s32, o32, lse)
         ctx.plan, ctx.scale, ctx.bwd_cfg, ctx.s_dtype = plan, scale, bwd_cfg, s.dtype
         ctx.deterministic = deterministic
-        ctx.mark_non_differentiable(lse)
-        ctx.set_materialize_grads(False)          # no zero tensor for lse's (unused) gradient
+        ctx.set_materialize_grads(False)          # no zero tensors for gradients nobody sends
         return o, lse
 
     @staticmethod
-    def backward(ctx, do, _dlse):
+    def backward(ctx, do, dlse):
         q, k, v, s32, o, lse = ctx.saved_tensors
-        if do is None:                            # lse is non-differentiable: only o carries one
+        if do is None and dlse is None:
             return (None,) * 11
+        if do is None:                            # the loss reads lse only
+            do = torch.zeros_like(q)
         G = q.shape[1] // k.shape[1]
         GH, bq = _shape(ctx.bwd_cfg, G, q.shape[2])
         plan = _replan(ctx.plan, q.shape[2], bq)
         dq, dk, dv, ds = dma_backward(do.contiguous(), q, k, v, s32, o, lse, plan, ctx.scale,
-                                      ctx.bwd_cfg, GH, ctx.deterministic)
+                                      ctx.bwd_cfg, GH, ctx.deterministic, dlse)
         return (dq, dk.to(k.dtype), dv.to(v.dtype), ds.to(ctx.s_dtype),
                 None, None, None, None, None, None, None)
 
@@ -245,12 +247,12 @@ def dma_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Te
     dtype; used in fp32); ``Q <= K``, query row i at position ``K - Q + i``; D in
     {16, 32, 64, 128, 256}; q, k, v in fp16, bf16 or fp32. ``window`` = w, ``mode`` "row" or
     "global", ``scale`` defaults to ``D ** -0.5``. Returns o ``[B, Hq, Q, D]`` in q's dtype (and
-    ``lse [B, Hq, Q]`` fp32, natural log, with ``return_lse``). Equals
+    ``lse [B, Hq, Q]`` fp32, natural log, with ``return_lse``; both are differentiable). Equals
     ``dma_ref.naive_dma_attention``; rows with no kept key give ``o = 0`` and ``lse = -inf``.
     dk, dv and ds are accumulated with fp32 atomic adds: their last bits vary between runs.
     ``deterministic=True`` makes them bit-reproducible (partial sums per query block, reduced in
-    a fixed order; extra memory ~ 2 Q (w + BLOCK_Q) D / BLOCK_Q fp32 per KV head, and slower);
-    it needs w < K.
+    a fixed order; extra memory ~ 2 G Q (w + BLOCK_Q) D / (GH BLOCK_Q) fp32 per KV head, GH the
+    query heads packed per program, and slower); it needs w < K.
     """
     B, Hq, Hkv, Q, K, D = check_qkv(q, k, v, q_le_k=True)
     if q.dtype not in DTYPES:

@@ -7,7 +7,7 @@ range)::
 
     P_ij  = exp(scale q_i . k_j + s_j - lse_i)         (kept pairs; 0 elsewhere and on empty rows)
     dP_ij = dO_i . v_j
-    dS_ij = P_ij (dP_ij - Delta_i)                      (gradient of the logit)
+    dS_ij = P_ij (dP_ij - Delta_i + dlse_i)             (gradient of the logit; dlse: of lse)
     dQ_i += scale * sum_j dS_ij k_j                     (accumulated in registers, stored once)
     dK_j += scale * sum_i dS_ij q_i,  dV_j += sum_i P_ij dO_i,  ds_j += sum_i dS_ij
 
@@ -74,13 +74,15 @@ def _bwd_tile(q, do, dq, lse2, delta, Kp, Vp, Sp, Ep, DK, DV, DS, kv_base, bh, j
 
 
 @triton.jit
-def dma_bwd_kernel(Qp, Kp, Vp, Sp, Ep, IDX, START, CNT, DOp, LSE, O32, DQ, DK, DV, DS,
+def dma_bwd_kernel(Qp, Kp, Vp, Sp, Ep, IDX, START, CNT, DOp, LSE, DLSE, O32, DQ, DK, DV, DS,
                    n_q, n_k, G, n_qb, n_hg, qk_scale, scale, LIST_W,
                    BLOCK_Q: tl.constexpr, GH: tl.constexpr, BLOCK_N: tl.constexpr,
                    HEAD_D: tl.constexpr, CAUSAL: tl.constexpr, DENSE: tl.constexpr,
-                   PREC: tl.constexpr, DS_F32: tl.constexpr, DETERMINISTIC: tl.constexpr):
+                   PREC: tl.constexpr, DS_F32: tl.constexpr, DETERMINISTIC: tl.constexpr,
+                   HAS_DLSE: tl.constexpr):
     """Shapes as ``dma_fwd_kernel``; dO, dQ like q; O32 the forward's o in fp32 ``[B*Hq, Q, D]``;
-    LSE fp32 ``[B*Hq, Q]``; DK, DV fp32
+    LSE fp32 ``[B*Hq, Q]``; with HAS_DLSE, DLSE fp32 ``[B*Hq, Q]`` the gradient of lse (it adds
+    ``dlse_i P_ij`` to dS: Delta becomes ``Delta_i - dlse_i``); DK, DV fp32
     ``[B*Hkv, K, D]`` and DS fp32 ``[B*Hkv, K]``, zero-initialised, accumulated atomically (with
     ``DETERMINISTIC``: the partial buffers of the module docstring, ``LIST_W`` list slots)."""
     qb = tl.program_id(0)
@@ -97,6 +99,9 @@ def dma_bwd_kernel(Qp, Kp, Vp, Sp, Ep, IDX, START, CNT, DOp, LSE, O32, DQ, DK, D
     # Delta here rather than in torch: no [B, Hq, Q, D] fp32 temporaries, two launches fewer.
     o32 = tl.load(O32 + qrow[:, None] + d[None, :], mask=row_ok[:, None], other=0.0)
     delta = tl.sum(do.to(tl.float32) * o32, 1)
+    if HAS_DLSE:
+        delta -= tl.load(DLSE + hrow, mask=row_ok, other=0.0)
+    delta = tl.where(lse == float("-inf"), 0.0, delta)             # empty rows: P = 0, no NaN
     kv_base = bh.to(tl.int64) * n_k * HEAD_D
     dq = tl.zeros([M, HEAD_D], tl.float32)
     USE_E: tl.constexpr = CAUSAL and not DENSE

@@ -34,7 +34,7 @@ def test_top_level_files_exist(name):
 def test_design_references_name_existing_sections():
     """Notebooks, code and notes cite "DESIGN.md section 3.5" or "DESIGN.md §6": the file ships
     with the repository and every cited section exists in it."""
-    headings = set(re.findall(r"^#{2,3} (\d+(?:\.\d+)?)\.? ", (ROOT / "DESIGN.md").read_text(), re.M))
+    headings = set(re.findall(r"^#{2,3} (\d+(?:\.\d+)?)\.? ", (ROOT / "DESIGN.md").read_text(), re.MULTILINE))
     cite = re.compile(r"DESIGN\.md,? (?:section|§) ?(\d+(?:\.\d+)?)")
     files = [*ROOT.glob("notebooks/*.ipynb"), *ROOT.glob("dma_ref/**/*.py"), *ROOT.glob("kernels/*.py"),
              *ROOT.glob("tests/**/*.py"), *ROOT.glob("figures/**/*.md"), ROOT / "README.md"]
