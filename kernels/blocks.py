@@ -42,7 +42,7 @@ class KeyPlan:
 
     causal: test ``j <= p``; dense: no selection (``w >= K``), keys are visited contiguously and
     ``e``/lists are unused; window: w; e: int32 ``[BH, K]`` lifetimes (causal sparse modes only);
-    idx: int32 key ids; start, count: int32 ``[BH, nQB]``: block b of head bh visits
+    idx: int32 key ids; start int64, count int32 ``[BH, nQB]``: block b of head bh visits
     ``idx[start : start + count]`` (then, if causal, the diagonal range ``[p0, p1]``).
     """
 
@@ -64,7 +64,7 @@ def block_lists_kernel(E, E_SORTED, ORDER, IDX, START, CNT, n_k, p_first, n_qb, 
     """One program: the list of query block b of head bh, written to ``IDX[(bh n_qb + b) W:]``.
 
     E int32 ``[BH, K]`` lifetimes; E_SORTED, ORDER ``[BH, n_full, CH]``: the e of each full chunk
-    sorted descending and their positions inside the chunk (int64); START, CNT int32
+    sorted descending and their positions inside the chunk (int64); START int64 and CNT int32
     ``[BH, n_qb]`` out.
     """
     b = tl.program_id(0)
@@ -103,7 +103,7 @@ def block_lists_kernel(E, E_SORTED, ORDER, IDX, START, CNT, n_k, p_first, n_qb, 
         tl.store(out + slot, j, mask=keep)
         n += tl.sum(keep.to(tl.int32), 0)
     tl.store(CNT + bh * n_qb + b, n)
-    tl.store(START + bh * n_qb + b, ((bh * n_qb + b) * W).to(tl.int32))
+    tl.store(START + bh * n_qb + b, (bh * n_qb + b) * W)                # int64: BH nQB W may pass 2^31
 
 
 def chunk_size(K: int, tile: int = 128) -> int:
@@ -116,7 +116,7 @@ def block_key_lists(e: torch.Tensor, q_len: int, block_q: int, window: int, *,
     """Off-diagonal key lists of every query block, one fixed slot of ``W = min(w, K)`` each.
 
     e: int ``[BH, K]`` lifetimes (row or global mode); q_len = Q <= K; block_q = BQ positions
-    per block; window = w. Returns ``(idx int32 [BH * nQB * W], start int32 [BH, nQB],
+    per block; window = w. Returns ``(idx int32 [BH * nQB * W], start int64 [BH, nQB],
     count int32 [BH, nQB])``: block b of head bh lists ``{j < p0_b : e_j > p0_b}`` in
     ``idx[start : start + count]`` (chunk by chunk; inside a chunk by e descending, then j), and
     ``idx`` beyond ``count`` is unused. ``chunk`` (CH), ``tile``: powers of two, CH a multiple of
@@ -143,7 +143,7 @@ def block_key_lists(e: torch.Tensor, q_len: int, block_q: int, window: int, *,
     else:
         e_sorted = order = e                                        # never read
     idx = torch.empty(BH * n_qb * W, dtype=torch.int32, device=dev)
-    start = torch.empty(BH, n_qb, dtype=torch.int32, device=dev)
+    start = torch.empty(BH, n_qb, dtype=torch.int64, device=dev)
     count = torch.empty(BH, n_qb, dtype=torch.int32, device=dev)
     block_lists_kernel[(n_qb, BH)](e, e_sorted, order, idx, start, count, K, K - Q, n_qb, W, BQ,
                                    n_full, CH=CH, NCH=triton.next_power_of_2(max(n_full, 1)),
@@ -163,7 +163,7 @@ def topw_key_lists(s: torch.Tensor, window: int, n_qb: int):
     idx = keys.reshape(-1).to(torch.int32)
     start = (torch.arange(B * H, device=s.device) * W)[:, None].expand(B * H, n_qb)
     count = torch.full((B * H, n_qb), W, dtype=torch.int32, device=s.device)
-    return idx, start.to(torch.int32).contiguous(), count
+    return idx, start.contiguous(), count
 
 
 def build_plan(s: torch.Tensor, window: int, q_len: int, *, causal: bool = True,

@@ -60,7 +60,7 @@ def _block_rows(qb, pid, n_hg, G, n_q, n_k, BLOCK_Q: tl.constexpr, GH: tl.conste
     Returns ``bh`` (KV head), per row ``row_ok``, ``p`` (position) and ``hrow`` (row of the
     ``[B*Hq, Q]`` layout), and the block's first and last positions ``p0, p1``.
     """
-    bh = pid // n_hg
+    bh = (pid // n_hg).to(tl.int64)                 # int64: bh * K may pass 2^31 (many heads)
     hg = pid % n_hg
     rows = tl.arange(0, GH * BLOCK_Q)
     g = hg * GH + rows // BLOCK_Q

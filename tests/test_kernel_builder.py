@@ -163,7 +163,7 @@ def test_block_key_lists_slots_and_sizes():
     s = scores(2, 1, 300, int(torch.randint(0, 2**31 - 1, ())), ties=0)
     e = build_lifetimes(s, 20).reshape(2, 300)
     idx, start, count = block_key_lists(e, 300, 16, 20)
-    assert idx.dtype == start.dtype == count.dtype == torch.int32
+    assert idx.dtype == count.dtype == torch.int32 and start.dtype == torch.int64
     assert idx.numel() == 2 * 19 * 20                                   # one slot of w per block
     torch.testing.assert_close(start.flatten().long(), torch.arange(0, 2 * 19 * 20, 20))
     assert int(count.max()) <= 20 and int(count.min()) >= 0
