@@ -72,7 +72,7 @@ def make_record(env: dict, *, B: int, Hq: int, Hkv: int, D: int, N: int, window:
                 method: str, fwd_ms: float | None, fwdbwd_ms: float | None,
                 peak_mem_bytes: int | None, note: str, dtype: str = "torch.bfloat16",
                 causal: bool = True) -> dict:
-    """One result row, keys in the order of ``RECORD_KEYS``; times rounded to 1 µs."""
+    """One result row, keys in the order of ``RECORD_KEYS``; times (ms) rounded to 0.1 µs."""
     rnd = (lambda t: None if t is None else round(float(t), 4))
     rec = {"gpu": env["gpu"], "torch": env["torch"], "triton": env["triton"], "B": B, "Hq": Hq,
            "Hkv": Hkv, "D": D, "N": N, "window": window, "dtype": dtype, "causal": causal,
@@ -256,19 +256,10 @@ def dense_bias_from_lifetimes(e: torch.Tensor, s: torch.Tensor, rows: int = 4096
     return out
 
 
-def kernel_builder() -> Callable[[torch.Tensor, int], torch.Tensor] | None:
-    """The kernels' mask builder ``(s, w) -> e [B, Hkv, K]``, or None while it does not exist."""
-    import importlib
-    for module in ("dma_ref.kernels", "dma_ref.kernels.lifetimes"):
-        try:
-            mod = importlib.import_module(module)
-        except Exception:  # noqa: BLE001, S112 - missing or broken kernels: no builder
-            continue
-        for name in ("build_lifetimes", "key_lifetimes", "lifetimes", "dma_lifetimes"):
-            fn = getattr(mod, name, None)
-            if callable(fn):
-                return fn
-    return None
+def kernel_builder() -> Callable[[torch.Tensor, int], torch.Tensor]:
+    """The kernels' mask builder ``(s, w) -> e [B, Hkv, K]`` (``build_lifetimes``)."""
+    from .kernels import build_lifetimes
+    return build_lifetimes
 
 
 # ---------------------------------------------------------------------------------- timing

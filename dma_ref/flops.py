@@ -1,4 +1,4 @@
-"""How much work attention must do: pairs, FLOPs, bytes and the two floors (METHOD.md).
+"""How much work attention must do: pairs, FLOPs, bytes and the two floors (figures/bench/PERF_NOTES.md).
 
 A (query, key) *pair* is one logit. Per pair and query head the forward does two dot products
 of length D (``q·k`` and ``p·v``): 4·D FLOPs. The backward recomputes ``q·k`` and does four

@@ -16,6 +16,7 @@ from torch import nn
 from .naive import naive_dma_attention
 from .rope import apply_rope, rope_angles
 from .scores import dma_scores
+from .validate import check_mode, check_window
 
 BACKENDS = ("naive", "triton")
 
@@ -51,6 +52,10 @@ class DMAAttention(nn.Module):
             raise ValueError(f"form must be 'exp' or 'log', got {form!r}")
         if rope and head_dim % 2:
             raise ValueError(f"rope=True needs an even head_dim, got {head_dim}")
+        check_window(window)
+        check_mode(mode)
+        if not isinstance(causal, bool):
+            raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
         self.hidden_size, self.Hq, self.Hkv, self.D = hidden_size, num_heads, num_kv_heads, head_dim
         self.window, self.form, self.causal, self.mode = window, form, causal, mode
         self.rope, self.rope_base, self.backend = rope, rope_base, backend
@@ -64,9 +69,11 @@ class DMAAttention(nn.Module):
 
     def project(self, x: torch.Tensor):
         """``x [B, N, C] -> (q [B, Hq, N, D], k, v [B, Hkv, N, D], s [B, Hkv, N])``."""
-        if not isinstance(x, torch.Tensor) or x.dim() != 3 or x.shape[-1] != self.hidden_size:
-            raise ValueError(f"x must have shape [B, N, C={self.hidden_size}]; "
-                             f"got {tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"x must be a torch.Tensor of shape [B, N, C={self.hidden_size}], "
+                            f"got {type(x).__name__}")
+        if x.dim() != 3 or x.shape[-1] != self.hidden_size:
+            raise ValueError(f"x must have shape [B, N, C={self.hidden_size}]; got {tuple(x.shape)}")
         if x.dtype != self.q_proj.weight.dtype and not torch.is_autocast_enabled(x.device.type):
             raise TypeError(f"x has dtype {x.dtype} but the module's parameters are "
                             f"{self.q_proj.weight.dtype}; cast one of them (e.g. module.to(x.dtype))")

@@ -32,7 +32,12 @@ def naive_dma_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: to
     check_scores(s, B, Hkv, K, q.device)
     w = check_window(window)
     check_mode(mode)
+    if not isinstance(causal, bool):
+        raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
     scale = default_scale(scale, D)
+    if Q == 0:                                       # no query row: nothing to attend
+        o = q.new_zeros(B, Hq, 0, D)
+        return (o, torch.zeros(B, Hq, 0, dtype=torch.float32, device=q.device)) if return_lse else o
 
     with torch.no_grad():
         keep = expand_kv(dma_mask(s, w, q_len=Q, causal=causal, mode=mode), Hq)   # [B, Hq, Q, K]

@@ -37,6 +37,8 @@ def check_qkv(q, k, v, *, q_le_k: bool = False) -> tuple[int, int, int, int, int
         raise ValueError(
             f"k and v must have the same shape [B, Hkv, K, D]; got k {tuple(k.shape)}, v {tuple(v.shape)}"
         )
+    if D < 1:
+        raise ValueError(f"q's head dim (last dim of [B, Hq, Q, D]) must be >= 1; got q {tuple(q.shape)}")
     Bk, Hkv, K, Dk = k.shape
     if Bk != B:
         raise ValueError(f"k must have batch size B={B} like q, shape [B, Hkv, K, D]; got {tuple(k.shape)}")

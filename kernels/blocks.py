@@ -30,8 +30,9 @@ import triton
 import triton.language as tl
 
 from dma_ref.mask import key_order
+from dma_ref.validate import check_mode, check_tensor, check_window
 
-from .lifetimes import _on_triton, global_lifetimes, lifetimes_unchecked
+from .lifetimes import _on_triton, global_lifetimes_unchecked, lifetimes_unchecked
 
 __all__ = ["KeyPlan", "block_key_lists", "build_plan", "topw_key_lists"]
 
@@ -171,8 +172,14 @@ def build_plan(s: torch.Tensor, window: int, q_len: int, *, causal: bool = True,
     """Everything the kernels need to know about the mask, for ``Q = q_len`` query rows.
 
     s ``[B, Hkv, K]``; O(K + nQB w) memory, no Q x K tensor. Needs s on a CUDA device or the
-    Triton interpreter (``dma_ref.setup_device()`` on a CPU).
+    Triton interpreter (``dma_ref.setup_device()`` on a CPU). The values of s are not checked
+    here (that costs a host sync): ``dma_attention`` checks them before it calls this.
     """
+    check_tensor(s, "s", 3, "[B, Hkv, K]")
+    window = check_window(window)
+    check_mode(mode)
+    if isinstance(q_len, bool) or not isinstance(q_len, int) or not 1 <= q_len <= s.shape[-1]:
+        raise ValueError(f"q_len must be an int in [1, K={s.shape[-1]}], got {q_len!r}")
     if not _on_triton(s):
         raise RuntimeError(f"s is on {s.device}: the mask builder runs Triton kernels; it needs a "
                            "CUDA device, or TRITON_INTERPRET=1 set before dma_ref.kernels is "
@@ -188,6 +195,6 @@ def build_plan(s: torch.Tensor, window: int, q_len: int, *, causal: bool = True,
     if mode == "row":
         e = lifetimes_unchecked(s, window)                              # int32 [BH, K]
     else:
-        e = global_lifetimes(s, window).reshape(B * H, K).to(torch.int32)
+        e = global_lifetimes_unchecked(s, window).reshape(B * H, K).to(torch.int32)
     idx, start, count = block_key_lists(e, q_len, block_q, window)
     return KeyPlan(True, False, window, block_q, n_qb, e, idx, start, count)

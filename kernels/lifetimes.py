@@ -186,7 +186,12 @@ def global_lifetimes(s: torch.Tensor, window: int) -> torch.Tensor:
     ``e_j = K`` for members of T and ``e_j = j`` (never admitted) for the others.
     """
     check_tensor(s, "s", 3, "[B, Hkv, K]")
-    w = check_window(window)
+    check_score_values(s)
+    return global_lifetimes_unchecked(s, check_window(window))
+
+
+def global_lifetimes_unchecked(s: torch.Tensor, w: int) -> torch.Tensor:
+    """``global_lifetimes`` without validating s (no host sync, for ``build_plan``)."""
     K = s.shape[-1]
     j = torch.arange(K, device=s.device).expand_as(s)
     return torch.where(key_ranks(s) < w, torch.full_like(j, K), j).contiguous()

@@ -49,6 +49,7 @@ QKV_CASES = [
     (1, torch.randn(B, Hkv, K, D, dtype=torch.float64), TypeError, ["k", "dtype"]),
     (0, torch.randint(0, 3, (B, Hq, Q, D)), TypeError, ["q", "float"]),
     (0, [[1.0]], TypeError, ["q", "[B, Hq, Q, D]"]),
+    (0, torch.randn(B, Hq, Q, 0), ValueError, ["q", "head dim", "[B, Hq, Q, D]"]),   # D = 0
 ]
 
 
@@ -199,6 +200,36 @@ def test_module_rejects_bad_input_and_configuration():
         DMAAttention(16, num_heads=4, form="linear")
     with raises(ValueError, "head_dim"):
         DMAAttention(12, num_heads=4, head_dim=3, rope=True)   # RoPE needs an even head dim
+    with raises(TypeError, "x", "torch.Tensor"):
+        m([[1.0] * 16])
+    with raises(ValueError, "window"):
+        DMAAttention(16, num_heads=4, window=0)                 # checked at construction
+    with raises(ValueError, "mode"):
+        DMAAttention(16, num_heads=4, mode="local")
+    with raises(TypeError, "causal"):
+        DMAAttention(16, num_heads=4, causal="yes")
+
+
+def test_naive_rejects_a_non_bool_causal_and_takes_zero_query_rows():
+    q, k, v, s = good()
+    with raises(TypeError, "causal", "bool"):
+        naive_dma_attention(q, k, v, s, 3, causal="no")
+    o, lse = naive_dma_attention(q[:, :, :0], k, v, s, 3, return_lse=True)
+    assert o.shape == (B, Hq, 0, D) and lse.shape == (B, Hq, 0)
+
+
+def test_kernel_mask_builders_validate_their_input():
+    from dma_ref.kernels import build_plan, global_lifetimes
+    s = torch.randn(B, Hkv, K)
+    with raises(ValueError, "mode"):
+        build_plan(s, 3, K, mode="bogus")
+    with raises(ValueError, "window"):
+        build_plan(s, 0, K)
+    with raises(ValueError, "q_len"):
+        build_plan(s, 3, K + 1)
+    s[0, 0, 1] = math.nan
+    with raises(ValueError, "s", "NaN"):
+        global_lifetimes(s, 3)
 
 
 def test_module_rejects_x_of_another_dtype():

@@ -86,8 +86,9 @@ def query_view(view: dict[str, torch.Tensor], roles: torch.Tensor, query: int) -
 
 
 def head_statistics(maps: dict, roles: torch.Tensor, attn: str, window: int) -> list[dict]:
-    """Per (layer, query head) statistics over every sample, on rows ``p >= w`` (earlier rows
-    keep every past key whatever the attention, so they say nothing):
+    """Per (layer, query head) statistics over every sample. The mask statistics use rows
+    ``p >= w`` only (earlier rows keep every past key whatever the attention, so they say
+    nothing); ``kept_pairs`` and ``attn_pairs`` use every query row:
 
     * ``kept_local``: fraction of kept (p, j) with ``p - j < w`` — 1 for a sliding window;
     * ``kept_persistent``: among kept (p, j) with ``j < N - w``, the fraction whose key is never
