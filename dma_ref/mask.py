@@ -40,6 +40,19 @@ def key_ranks(s: torch.Tensor, order: torch.Tensor | None = None) -> torch.Tenso
     return ranks
 
 
+def sliding_window_mask(N: int, window: int, device=None) -> torch.Tensor:
+    """bool ``[N, N]``: the causal sliding window, query p keeps the ``window`` most recent keys
+    ``p - window < j <= p`` (``window >= N``: plain causal)."""
+    p = torch.arange(N, device=device)[:, None]
+    j = torch.arange(N, device=device)[None, :]
+    return (j <= p) & (j > p - window)
+
+
+def sliding_window_lifetimes(N: int, window: int, device=None) -> torch.Tensor:
+    """int64 ``[N]``: the lifetimes of ``sliding_window_mask``, ``e_j = min(j + window, N)``."""
+    return (torch.arange(N, device=device) + window).clamp(max=N)
+
+
 def query_positions(Q: int, K: int, device=None) -> torch.Tensor:
     """int64 ``[Q]``: absolute position ``p_i = K - Q + i`` of each query row (bottom-right)."""
     return torch.arange(K - Q, K, device=device)

@@ -27,7 +27,7 @@ from torch import nn
 
 from .dense import causal_mask, expand_kv
 from .lifetimes import key_lifetimes
-from .mask import dma_mask
+from .mask import dma_mask, sliding_window_lifetimes, sliding_window_mask
 from .module import DMAAttention
 from .rope import apply_rope, rope_angles
 
@@ -91,13 +91,6 @@ class SwiGLU(nn.Module):
         return self.down(F.silu(self.gate(x)) * self.up(x))
 
 
-def band_mask(N: int, window: int, device=None) -> torch.Tensor:
-    """bool ``[N, N]``: the causal sliding window, query p keeps ``p - window < j <= p``."""
-    p = torch.arange(N, device=device)[:, None]
-    j = torch.arange(N, device=device)[None, :]
-    return (j <= p) & (j > p - window)
-
-
 class DenseAttention(nn.Module):
     """MHA/GQA with RoPE, causal (``swa=False``) or sliding-window causal (``swa=True``).
 
@@ -127,7 +120,7 @@ class DenseAttention(nn.Module):
 
     def keep(self, N: int, device=None) -> torch.Tensor:
         """bool ``[N, N]``, the keys each query attends to."""
-        return band_mask(N, self.window, device) if self.swa else causal_mask(N, N, device)
+        return sliding_window_mask(N, self.window, device) if self.swa else causal_mask(N, N, device)
 
     def attend(self, q, k, v, s=None) -> torch.Tensor:
         k, v = expand_kv(k, self.Hq), expand_kv(v, self.Hq)
@@ -230,9 +223,8 @@ class TinyLM(nn.Module):
                 bias = expand_kv(s.float(), Hq)[:, :, None, :]
             else:
                 mask = block.attn.keep(N, tokens.device).expand(B, Hkv, N, N)
-                j = torch.arange(N, device=tokens.device)
-                e = (j + self.cfg.window).clamp(max=N) if self.cfg.attn == "swa" else torch.full_like(j, N)
-                e = e.expand(B, Hkv, N)
+                w_e = self.cfg.window if self.cfg.attn == "swa" else N         # MHA: never evicted
+                e = sliding_window_lifetimes(N, w_e, tokens.device).expand(B, Hkv, N)
                 s = torch.zeros(B, Hkv, N, device=tokens.device)
                 bias = 0.0
             logit = (q.float() @ expand_kv(k, Hq).float().transpose(-1, -2)) * D ** -0.5 + bias

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from dma_ref import dense_attention, dma_mask
-from dma_ref.model import ModelConfig, TinyLM, band_mask, load_checkpoint, save_checkpoint
+from dma_ref.mask import sliding_window_mask
+from dma_ref.model import ModelConfig, TinyLM, load_checkpoint, save_checkpoint
 from dma_ref.paths import REPO_ROOT
 from dma_ref.tasks import mqar
 
@@ -62,7 +63,7 @@ def test_swa_attention_is_the_band():
     attn = model.blocks[0].attn
     x = torch.randn(2, 12, 32)
     q, k, v, _ = attn.project(x)
-    want = dense_attention(q, k, v, mask=band_mask(12, 4)[None, None])
+    want = dense_attention(q, k, v, mask=sliding_window_mask(12, 4)[None, None])
     torch.testing.assert_close(attn.attend(q, k, v), want, atol=1e-5, rtol=1e-5)
 
 
@@ -86,7 +87,7 @@ def test_attention_maps(attn):
             assert torch.equal(mask, dma_mask(s, 4))
             assert (mask.sum(-1) == torch.arange(16).clamp(max=3) + 1).all()
         elif attn == "swa":
-            assert torch.equal(mask, band_mask(16, 4).expand_as(mask))
+            assert torch.equal(mask, sliding_window_mask(16, 4).expand_as(mask))
 
 
 def test_checkpoint_roundtrip(tmp_path):

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import torch
 
-from ..model import band_mask
+from ..mask import sliding_window_mask
 from ..tasks import IGNORE
 from ._core import Result, run_checks
 
@@ -43,7 +43,7 @@ def check_query_accuracy(fn: Callable[[torch.Tensor, torch.Tensor], float], stri
 def reachable_from(N: int, window: int, n_layers: int, p: int) -> torch.Tensor:
     """bool ``[N]``: the tokens whose information can reach position p after ``n_layers``
     sliding-window attention layers (a walk through the band mask, computed, not by formula)."""
-    keep = band_mask(N, window)
+    keep = sliding_window_mask(N, window)
     reach = torch.zeros(N, dtype=torch.bool)
     reach[p] = True
     for _ in range(n_layers):

@@ -19,7 +19,7 @@ import torch
 
 from ..dense import expand_kv
 from ..lifetimes import key_lifetimes
-from ..mask import dma_mask
+from ..mask import dma_mask, sliding_window_lifetimes, sliding_window_mask
 from ..tasks import ROLE_FILLER, ROLE_KEY, ROLE_NAMES, ROLE_QUERY, ROLE_VALUE, TaskBatch
 from .masks import _draw_mask, bind_controls
 
@@ -38,10 +38,7 @@ def window_mask(attn: str, s: torch.Tensor, window: int) -> torch.Tensor:
     B, H, N = s.shape
     if attn == "dma":
         return dma_mask(s, window)
-    p = torch.arange(N, device=s.device)[:, None]
-    j = torch.arange(N, device=s.device)[None, :]
-    keep = (j <= p) & ((j > p - window) if attn == "swa" else True)
-    return keep.expand(B, H, N, N)
+    return sliding_window_mask(N, window if attn == "swa" else N, s.device).expand(B, H, N, N)
 
 
 def layer_view(layer: dict, attn: str, head: int, window: int, sample: int = 0) -> dict[str, torch.Tensor]:
@@ -65,8 +62,7 @@ def layer_view(layer: dict, attn: str, head: int, window: int, sample: int = 0) 
     if attn == "dma":
         e = key_lifetimes(s_h, window)[0, 0]
     else:
-        j = torch.arange(N)
-        e = (j + window).clamp(max=N) if attn == "swa" else torch.full((N,), N)
+        e = sliding_window_lifetimes(N, window if attn == "swa" else N)
     return {"scores": s_h[0, 0], "mask": mask, "probs": probs, "lifetimes": e}
 
 
@@ -120,7 +116,7 @@ def head_statistics(maps: dict, roles: torch.Tensor, attn: str, window: int) -> 
         if attn == "dma":
             e = expand_kv(key_lifetimes(s, window), Hq)               # [B, Hq, N]
         else:
-            e = torch.full((B, Hq, N), N) if attn == "mha" else (torch.arange(N) + window).clamp(max=N).expand(B, Hq, N)
+            e = sliding_window_lifetimes(N, window if attn == "swa" else N).expand(B, Hq, N)
         is_query = (roles == ROLE_QUERY)[:, None, :, None]            # [B, 1, N, 1] rows
         is_pair = (roles <= ROLE_VALUE)[:, None, None, :]             # [B, 1, 1, N] columns
         for h in range(Hq):

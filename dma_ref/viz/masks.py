@@ -19,7 +19,7 @@ from matplotlib.ticker import MaxNLocator
 
 from ..dense import causal_mask
 from ..lifetimes import key_lifetimes
-from ..mask import dma_mask
+from ..mask import dma_mask, sliding_window_mask
 from ..scores import dma_scores
 
 KEEP_CMAP = "Blues"
@@ -28,13 +28,6 @@ KEEP_CMAP = "Blues"
 # ----------------------------------------------------------------------------------------------
 # Pure data
 # ----------------------------------------------------------------------------------------------
-
-def sliding_window_mask(N: int, window: int) -> torch.Tensor:
-    """bool ``[N, N]``: query p keeps the ``window`` most recent keys ``p - window < j <= p``."""
-    p = torch.arange(N)[:, None]
-    j = torch.arange(N)[None, :]
-    return (j <= p) & (j > p - window)
-
 
 def overview_masks(s: torch.Tensor, window: int) -> dict[str, torch.Tensor]:
     """The three masks of "DMA in one picture", each bool ``[N, N]``, for scores ``s [N]``.
