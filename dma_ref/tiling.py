@@ -206,11 +206,9 @@ def tiled_dma_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torc
     inputs, else float32. Returns ``(o [B, Hq, Q, D]`` in q's dtype, ``lse [B, Hq, Q]``
     float32); rows with no kept key give ``o = 0`` and ``lse = -inf``.
     """
-    B, Hq, Hkv, Q, K, D = check_qkv(q, k, v)
+    B, Hq, Hkv, Q, K, D = check_qkv(q, k, v, q_le_k=True)
     check_scores(s, B, Hkv, K, q.device)
     w = check_window(window)
-    if Q > K:
-        raise ValueError(f"causal DMA needs Q <= K, got Q={Q}, K={K}")
     scale = default_scale(scale, D)
     G = Hq // Hkv
     acc_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32

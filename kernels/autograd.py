@@ -21,6 +21,7 @@ from dma_ref.validate import check_mode, check_qkv, check_scores, check_window, 
 from .backward import dma_bwd_kernel, reduce_partials_kernel
 from .blocks import KeyPlan, block_key_lists, build_plan
 from .forward import LOG2E, dma_fwd_kernel
+from .lifetimes import _on_triton
 
 __all__ = [
     "BWD_CONFIG",
@@ -52,10 +53,6 @@ FWD_CONFIG = KernelConfig(rows=128, block_n=32, num_warps=4, num_stages=3)
 BWD_CONFIG = KernelConfig(rows=128, block_n=64, num_warps=8, num_stages=1)
 # The interpreter runs programs one after another in NumPy: small tiles keep tests fast.
 INTERP_CONFIG = KernelConfig(rows=32, block_n=16, num_warps=1, num_stages=1, max_heads=4)
-
-
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET") == "1"
 
 
 def _fit(cfg: KernelConfig, D: int, elt_bytes: int, backward: bool) -> KernelConfig:
@@ -272,11 +269,11 @@ def dma_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Te
     if D not in HEAD_DIMS:
         raise ValueError(f"head dim D={D} (last dim of q [B, Hq, Q, D]) is not supported; "
                          f"use one of {HEAD_DIMS}")
-    if q.device.type != "cuda" and not _interpreting():
+    if not _on_triton(q):
         raise RuntimeError(f"q is on {q.device}: the Triton kernels need a CUDA device, or "
                            "TRITON_INTERPRET=1 set before dma_ref.kernels is imported "
                            "(call dma_ref.setup_device() first)")
-    interp = _interpreting()
+    interp = os.environ.get("TRITON_INTERPRET") == "1"
     fwd_cfg = fwd_config or (INTERP_CONFIG if interp else
                              _fit(FWD_CONFIG, D, _elt_bytes(q.dtype, False), False))
     bwd_cfg = bwd_config or (INTERP_CONFIG if interp else
