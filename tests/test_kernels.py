@@ -230,9 +230,10 @@ def test_deterministic_needs_a_sparse_window():
         dma_attention(*make_inputs(1, 2, 1, 10, 10, 16), 3, deterministic=1)
 
 
-@pytest.mark.parametrize("mode,Q,K,w", [("row", 67, 67, 13), ("global", 40, 67, 5), ("row", 1, 130, 20)])
+@pytest.mark.parametrize("mode,Q,K,w,deterministic", [("row", 67, 67, 13, False), ("global", 40, 67, 5, False),
+                                                      ("row", 1, 130, 20, False), ("row", 67, 67, 13, True)])
 @pytest.mark.parametrize("use_o", [True, False])
-def test_lse_is_differentiable(mode, Q, K, w, use_o):
+def test_lse_is_differentiable(mode, Q, K, w, deterministic, use_o):
     """A loss on lse (as in a softmax-normaliser regulariser) sends gradients through the kernel
     exactly as through the reference; global mode adds empty rows (lse = -inf)."""
     q, k, v, s = make_inputs(1, 4, 2, Q, K, 16, ties=2)
@@ -240,7 +241,7 @@ def test_lse_is_differentiable(mode, Q, K, w, use_o):
         lse_fin = torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))
         return (lse_fin * g_l).sum() + ((o * g_o).sum() if use_o else 0)   # without o: dO is None
     leaves = [t.clone().requires_grad_(True) for t in (q, k, v, s)]
-    o, lse = dma_attention(*leaves, w, mode=mode, return_lse=True)
+    o, lse = dma_attention(*leaves, w, mode=mode, return_lse=True, deterministic=deterministic)
     g_o, g_l = torch.randn_like(o), torch.randn_like(lse)
     grads = torch.autograd.grad(loss(o, lse, g_o, g_l), leaves)
     ref = [t.double().requires_grad_(True) for t in (q, k, v, s)]
