@@ -21,8 +21,9 @@ from .validate import check_tensor
 def dma_scores(v: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, *, form: str = "exp") -> torch.Tensor:
     """Scores ``s [B, Hkv, K]`` from values ``v [B, Hkv, K, D]``.
 
-    delta ``[Hkv*D, Hkv]`` (the paper's Delta), A ``[Hkv]``; the result has v's dtype and is
-    differentiable in v, delta and A.
+    delta ``[Hkv*D, Hkv]`` (the paper's Delta), A ``[Hkv]``, any float dtypes: delta and A are
+    cast to v's dtype (a module keeps them in fp32 while v may be bf16), and the result has v's
+    dtype. Differentiable in v, delta and A.
     """
     check_tensor(v, "v", 4, "[B, Hkv, K, D]")
     B, Hkv, K, D = v.shape
