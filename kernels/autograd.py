@@ -105,7 +105,7 @@ def dma_forward(q, k, v, s32, plan: KeyPlan, scale: float, cfg: KernelConfig, GH
         q, k, v, s32, plan.e, plan.idx, plan.start, plan.count, o, o32, lse,
         Q, K, G, plan.n_qb, n_hg, scale * LOG2E,
         BLOCK_Q=plan.block_q, GH=GH, BLOCK_N=cfg.block_n, HEAD_D=D, CAUSAL=plan.causal,
-        DENSE=plan.dense, PREC=_prec(q.dtype), STORE_O32=store32,
+        DENSE=plan.dense, USE_E=plan.use_e, PREC=_prec(q.dtype), STORE_O32=store32,
         num_warps=_warps(cfg, GH, plan.block_q), num_stages=cfg.num_stages)
     return o, lse, o32
 
@@ -139,7 +139,7 @@ def dma_backward(do, q, k, v, s32, o, lse, plan: KeyPlan, scale: float, cfg: Ker
         *((pk, pv, ps) if deterministic else (dk, dv, ds)),
         Q, K, G, plan.n_qb, n_hg, scale * LOG2E, scale, list_w,
         BLOCK_Q=plan.block_q, GH=GH, BLOCK_N=cfg.block_n, HEAD_D=D, CAUSAL=plan.causal,
-        DENSE=plan.dense, PREC=_prec(q.dtype), DS_F32=q.dtype == torch.float16,
+        DENSE=plan.dense, USE_E=plan.use_e, PREC=_prec(q.dtype), DS_F32=q.dtype == torch.float16,
         DETERMINISTIC=deterministic, HAS_DLSE=dlse is not None,
         num_warps=_warps(cfg, GH, plan.block_q), num_stages=cfg.num_stages)
     if deterministic:
@@ -208,7 +208,8 @@ class _DMAFunction(torch.autograd.Function):
         q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
         s32 = s.detach().to(torch.float32).contiguous()
         GH, bq = _shape(fwd_cfg, G, Q)
-        plan = build_plan(s.detach(), window, Q, causal=causal, mode=mode, block_q=bq)
+        plan = build_plan(s.detach(), window, Q, causal=causal, mode=mode, block_q=bq,
+                          lists=True if deterministic else None)
         need_grad = any(ctx.needs_input_grad[:4])
         o, lse, o32 = dma_forward(q, k, v, s32, plan, scale, fwd_cfg, GH, keep_fp32=need_grad)
         ctx.save_for_backward(q, k, v, s32, o32, lse)

@@ -78,8 +78,8 @@ def dma_bwd_kernel(Qp, Kp, Vp, Sp, Ep, IDX, START, CNT, DOp, LSE, DLSE, O32, DQ,
                    n_q, n_k, G, n_qb, n_hg, qk_scale, scale, LIST_W,
                    BLOCK_Q: tl.constexpr, GH: tl.constexpr, BLOCK_N: tl.constexpr,
                    HEAD_D: tl.constexpr, CAUSAL: tl.constexpr, DENSE: tl.constexpr,
-                   PREC: tl.constexpr, DS_F32: tl.constexpr, DETERMINISTIC: tl.constexpr,
-                   HAS_DLSE: tl.constexpr):
+                   USE_E: tl.constexpr, PREC: tl.constexpr, DS_F32: tl.constexpr,
+                   DETERMINISTIC: tl.constexpr, HAS_DLSE: tl.constexpr):
     """Shapes as ``dma_fwd_kernel``; dO, dQ like q; O32 the forward's o in fp32 ``[B*Hq, Q, D]``;
     LSE fp32 ``[B*Hq, Q]``; with HAS_DLSE, DLSE fp32 ``[B*Hq, Q]`` the gradient of lse (it adds
     ``dlse_i P_ij`` to dS: Delta becomes ``Delta_i - dlse_i``); DK, DV fp32
@@ -104,7 +104,6 @@ def dma_bwd_kernel(Qp, Kp, Vp, Sp, Ep, IDX, START, CNT, DOp, LSE, DLSE, O32, DQ,
     delta = tl.where(lse == float("-inf"), 0.0, delta)             # empty rows: P = 0, no NaN
     kv_base = bh.to(tl.int64) * n_k * HEAD_D
     dq = tl.zeros([M, HEAD_D], tl.float32)
-    USE_E: tl.constexpr = CAUSAL and not DENSE
     row0 = (pid.to(tl.int64) * n_qb + qb) * (LIST_W + BLOCK_Q)      # first partial row (DETERMINISTIC)
 
     lst, n_list = _list_bounds(START, CNT, bh, qb, n_qb, n_k, p0, CAUSAL, DENSE)

@@ -41,10 +41,11 @@ __all__ = ["KeyPlan", "block_key_lists", "build_plan", "topw_key_lists"]
 class KeyPlan:
     """The key structure of one attention call (shapes for ``BH = B * Hkv`` heads).
 
-    causal: test ``j <= p``; dense: no selection (``w >= K``), keys are visited contiguously and
-    ``e``/lists are unused; window: w; e: int32 ``[BH, K]`` lifetimes (causal sparse modes only);
-    idx: int32 key ids; start int64, count int32 ``[BH, nQB]``: block b of head bh visits
-    ``idx[start : start + count]`` (then, if causal, the diagonal range ``[p0, p1]``).
+    causal: test ``j <= p``; dense: no lists, every block visits its past keys contiguously
+    (``w >= K``: no selection at all; or ``2 w >= K``, see ``build_plan``); window: w; e: int32
+    ``[BH, K]`` lifetimes (causal modes with ``w < K``; empty otherwise); idx: int32 key ids;
+    start int64, count int32 ``[BH, nQB]``: block b of head bh visits ``idx[start : start +
+    count]`` (then, if causal, the diagonal range ``[p0, p1]``).
     """
 
     causal: bool
@@ -56,6 +57,11 @@ class KeyPlan:
     idx: torch.Tensor
     start: torch.Tensor
     count: torch.Tensor
+
+    @property
+    def use_e(self) -> bool:
+        """Whether the kernels test ``p < e_j`` (a causal selection)."""
+        return self.causal and self.e.numel() > 0
 
 
 @triton.jit
@@ -168,10 +174,14 @@ def topw_key_lists(s: torch.Tensor, window: int, n_qb: int):
 
 
 def build_plan(s: torch.Tensor, window: int, q_len: int, *, causal: bool = True,
-               mode: str = "row", block_q: int = 64) -> KeyPlan:
+               mode: str = "row", block_q: int = 64, lists: bool | None = None) -> KeyPlan:
     """Everything the kernels need to know about the mask, for ``Q = q_len`` query rows.
 
-    s ``[B, Hkv, K]``; O(K + nQB w) memory, no Q x K tensor. Needs s on a CUDA device or the
+    s ``[B, Hkv, K]``; no Q x K tensor. Causal with ``w < K``: per-block key lists, O(K + nQB w)
+    memory, unless ``2 w >= K`` (or ``lists=False``): then no lists, the kernels visit every past
+    key and test ``j <= p < e_j`` (at most twice the union's work there, and O(K) memory instead
+    of up to ``K^2 / (2 BLOCK_Q)`` list entries). ``lists=True`` forces the lists (the
+    deterministic backward needs them). Needs s on a CUDA device or the
     Triton interpreter (``dma_ref.setup_device()`` on a CPU). The values of s are not checked
     here (that costs a host sync): ``dma_attention`` checks them before it calls this.
     """
@@ -196,5 +206,7 @@ def build_plan(s: torch.Tensor, window: int, q_len: int, *, causal: bool = True,
         e = lifetimes_unchecked(s, window)                              # int32 [BH, K]
     else:
         e = global_lifetimes_unchecked(s, window).reshape(B * H, K).to(torch.int32)
+    if lists is False or (lists is None and 2 * window >= K):
+        return KeyPlan(True, True, window, block_q, n_qb, e, empty, empty, empty)
     idx, start, count = block_key_lists(e, q_len, block_q, window)
     return KeyPlan(True, False, window, block_q, n_qb, e, idx, start, count)

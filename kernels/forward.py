@@ -13,7 +13,9 @@ and for every tile (all in fp32, logits in log2 units so that ``exp2`` is the ex
     l'    = alpha l + sum_j P_ij,   acc' = alpha acc + P V
     o_i   = acc_i / l_i,   lse_i = ln(2) * (m_i + log2 l_i)        (o = 0, lse = -inf if l_i = 0)
 
-Dense mode (``w >= K``) visits ``[0, p0)`` contiguously instead of a list, with no ``e`` test.
+Without lists (``DENSE``: ``w >= K``, or ``2 w >= K`` where lists would cost O(N w / BLOCK_Q)
+memory for little less work) the program visits ``[0, p0)`` contiguously instead of a list; the
+``e`` test (``USE_E``) stays on unless ``w >= K``.
 No Q x K tensor exists; the work is O(rows x (|list| + BLOCK_Q)).
 """
 
@@ -94,7 +96,7 @@ def dma_fwd_kernel(Qp, Kp, Vp, Sp, Ep, IDX, START, CNT, Op, O32, LSE,
                    n_q, n_k, G, n_qb, n_hg, qk_scale,
                    BLOCK_Q: tl.constexpr, GH: tl.constexpr, BLOCK_N: tl.constexpr,
                    HEAD_D: tl.constexpr, CAUSAL: tl.constexpr, DENSE: tl.constexpr,
-                   PREC: tl.constexpr, STORE_O32: tl.constexpr):
+                   USE_E: tl.constexpr, PREC: tl.constexpr, STORE_O32: tl.constexpr):
     """q, o ``[B*Hq, Q, D]``; k, v ``[B*Hkv, K, D]`` contiguous; s fp32 ``[B*Hkv, K]``; e int32
     ``[B*Hkv, K]``; IDX/START/CNT the CSR key lists; LSE fp32 ``[B*Hq, Q]``; with STORE_O32 also
     o in fp32 into O32 (the backward's ``Delta = rowsum(dO * O)`` from a bf16-rounded O would be
@@ -112,7 +114,6 @@ def dma_fwd_kernel(Qp, Kp, Vp, Sp, Ep, IDX, START, CNT, Op, O32, LSE,
     m_i = tl.full([M], float("-inf"), tl.float32)
     l_i = tl.zeros([M], tl.float32)
     acc = tl.zeros([M, HEAD_D], tl.float32)
-    USE_E: tl.constexpr = CAUSAL and not DENSE
 
     # 1. Off-diagonal keys: a gathered list, or [0, p0) (causal) / [0, K) (not) when dense.
     lst, n_list = _list_bounds(START, CNT, bh, qb, n_qb, n_k, p0, CAUSAL, DENSE)

@@ -136,6 +136,18 @@ def test_block_lists_cover_exactly_the_kept_keys(K, data, block_q, mode, tiles, 
             assert not (visited[:p0] & ~kept[:p0]).any(), "the list holds a key nobody keeps"
 
 
+def test_build_plan_drops_the_lists_from_2w_at_least_K():
+    s = scores(1, 2, 100, int(torch.randint(0, 2**31 - 1, ())), ties=2)
+    wide = build_plan(s, 50, 100, block_q=16)                     # 2w >= K: no lists, e kept
+    assert wide.dense and wide.use_e and wide.idx.numel() == 0
+    torch.testing.assert_close(wide.e.long(), build_lifetimes(s, 50).reshape(2, 100))
+    forced = build_plan(s, 50, 100, block_q=16, lists=True)      # the deterministic backward
+    assert not forced.dense and forced.idx.numel() > 0
+    assert not build_plan(s, 49, 100, block_q=16).dense
+    full = build_plan(s, 100, 100, block_q=16)                    # w >= K: no selection
+    assert full.dense and not full.use_e
+
+
 def test_build_plan_lists_match_block_key_lists():
     s = scores(2, 2, 200, int(torch.randint(0, 2**31 - 1, ())), ties=0)
     plan = build_plan(s, 20, 150, block_q=16)

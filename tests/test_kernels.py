@@ -74,6 +74,8 @@ ROW_CASES = [
     (1, 2, 1, 130, 130, 64, 40, 0),
     (1, 4, 1, 20, 67, 16, 13, 0),         # Q < K (chunked prefill)
     (1, 4, 2, 1, 130, 32, 13, 2),         # Q = 1 (decoding)
+    (1, 4, 2, 67, 67, 16, 40, 2),         # 2w >= K: no lists, every past key with the e test
+    (1, 4, 1, 20, 67, 16, 34, 0),         # the same with Q < K
     (1, 2, 2, 67, 67, 16, 67, 0),         # w = K: dense path
     (1, 4, 1, 30, 130, 16, 500, 0),       # w > K, Q < K: dense path
 ]
@@ -90,6 +92,7 @@ def test_row_causal(B, Hq, Hkv, Q, K, D, w, ties):
     (1, 4, 2, 17, 67, 32, 13, 0),
     (1, 2, 1, 1, 67, 16, 1, 0),
     (1, 2, 1, 40, 40, 16, 64, 0),
+    (1, 4, 2, 67, 67, 16, 50, 1),         # 2w >= K: no lists
 ])
 def test_global_causal(B, Hq, Hkv, Q, K, D, w, ties):
     _o, _lse = check_against_naive(*make_inputs(B, Hq, Hkv, Q, K, D, ties=ties), w, mode="global")
@@ -205,6 +208,7 @@ DETERMINISTIC_CASES = [
     (1, 2, 1, 1, 40, 16, 7, True, "row", 4),         # Q = 1
     (1, 4, 1, 50, 50, 16, 9, True, "global", 4),
     (1, 4, 2, 40, 40, 16, 9, False, "row", 4),       # non-causal: one shared list
+    (1, 4, 2, 40, 40, 16, 30, True, "row", 4),       # 2w >= K: lists kept for the fixed order
 ]
 
 

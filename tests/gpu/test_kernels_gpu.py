@@ -49,6 +49,7 @@ CASES = [
     (2, 4, 4, 1500, 1500, 64, 128, True, "row"),        # MHA, batch 2
     (1, 8, 2, 2048, 2048, 128, 256, True, "global"),
     (1, 8, 2, 1024, 1024, 64, 128, False, "row"),
+    (1, 8, 2, 2048, 2048, 128, 1500, True, "row"),      # 2w >= K: no lists, e test on every key
     (1, 8, 2, 1024, 1024, 128, 4096, True, "row"),      # w >= K: dense path
     (1, 4, 1, 512, 512, 256, 64, True, "row"),
     (1, 4, 2, 600, 600, 32, 100, True, "row"),
