@@ -129,8 +129,8 @@ def block_key_lists(e: torch.Tensor, q_len: int, block_q: int, window: int, *,
     ``idx`` beyond ``count`` is unused. ``chunk`` (CH), ``tile``: powers of two, CH a multiple of
     the tile; they change the speed and the order inside a list, never its set of keys.
 
-    Three launches in all (a sort of the full chunks, then ``block_lists_kernel``): at the sizes
-    of interest the cost is launches, not work.
+    Two launches (the sort of the full chunks, ``block_lists_kernel``; a third, a copy, when CH
+    does not divide K): at the sizes of interest the cost is launches, not work.
     """
     BH, K = e.shape
     Q, BQ = q_len, block_q
@@ -181,9 +181,9 @@ def build_plan(s: torch.Tensor, window: int, q_len: int, *, causal: bool = True,
     memory, unless ``2 w >= K`` (or ``lists=False``): then no lists, the kernels visit every past
     key and test ``j <= p < e_j`` (at most twice the union's work there, and O(K) memory instead
     of up to ``K^2 / (2 BLOCK_Q)`` list entries). ``lists=True`` forces the lists (the
-    deterministic backward needs them). Needs s on a CUDA device or the
-    Triton interpreter (``dma_ref.setup_device()`` on a CPU). The values of s are not checked
-    here (that costs a host sync): ``dma_attention`` checks them before it calls this.
+    deterministic backward needs them). Needs s on a CUDA device or the Triton interpreter
+    (``dma_ref.setup_device()`` on a CPU). The values of s are not checked here (that costs a
+    host sync): ``dma_attention`` checks them before it calls this.
     """
     check_tensor(s, "s", 3, "[B, Hkv, K]")
     window = check_window(window)

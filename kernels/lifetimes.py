@@ -1,4 +1,4 @@
-"""Key lifetimes ``e_j`` of the causal row-mode mask, built by a sort and three small Triton kernels.
+"""Key lifetimes ``e_j`` of the causal row-mode mask: a sort, then three small Triton kernels.
 
 DESIGN.md section 3.5: with ``r_j`` the rank of key j (0 = best, by ``(s_j, j)`` descending),
 
@@ -161,8 +161,8 @@ def lifetimes_unchecked(s: torch.Tensor, w: int, superblock: int | None = None,
         raise ValueError(f"superblock={S} must be a power of two and a multiple of block_p="
                          f"{block_p}; block_j={block_j} a power of two")
     BH, dev = B * Hh, s.device
-    # key_order and key_ranks of dma_ref.mask in two launches (a sort, then ranks_kernel) rather
-    # than six small torch ops: at N = 16K the builder is bound by launches, not by the GPU.
+    # key_order and key_ranks of dma_ref.mask in three launches (flip, sort, ranks_kernel) rather
+    # than eight small torch ops: at N = 16K the builder is bound by launches, not by the GPU.
     order_rev = torch.sort(s.reshape(BH, K).flip(-1), dim=-1, descending=True, stable=True).indices
     order = torch.empty(BH, K, dtype=torch.int32, device=dev)
     r32 = torch.empty(BH, K, dtype=torch.int32, device=dev)

@@ -7,7 +7,8 @@ times (median of ``triton.testing.do_bench``, ms): the mask construction (``buil
 and the whole ``build_plan``), the forward kernel alone for each forward config, the forward
 + backward through ``dma_attention`` for each backward config (mask construction included),
 and SDPA cuDNN dense causal. Each config's outputs are checked against the default config's
-(relative error printed). Prints a table and writes ``tune.json`` to ``--out`` (default ``$OUT``, else the current folder).
+(relative error printed). Prints a table and writes ``tune.json`` to ``--out`` (default
+``$OUT``, else the current folder).
 
 Last measured (H200, torch 2.11.0+cu130, triton 3.6.0, 2026-11-28, kernels at the Triton mask
 builder; ``--quick``; ms, median; log in ``figures/bench/session_2026-11-28b/``):
