@@ -28,12 +28,18 @@ CASES = [  # (Hq, Hkv, Q, K, w, causal, mode)
     (4, 2, 8, 8, 3, True, "global"),
     (4, 2, 4, 8, 3, True, "global"),
     (2, 1, 6, 6, 9, True, "row"),          # w >= K
+    (4, 2, 9, 9, 1, True, "row"),          # w = 1
 ]
 
 
+@pytest.mark.parametrize("scores", ["random", "ties", "-inf"])
 @pytest.mark.parametrize("Hq,Hkv,Q,K,w,causal,mode", CASES)
-def test_forward_and_lse_match_loops(ref, Hq, Hkv, Q, K, w, causal, mode):
+def test_forward_and_lse_match_loops(ref, Hq, Hkv, Q, K, w, causal, mode, scores):
     q, k, v, s = inputs(B=2, Hq=Hq, Hkv=Hkv, Q=Q, K=K)
+    if scores == "ties":
+        s = (s * 1.5).round()                               # a few distinct values: many ties
+    elif scores == "-inf":
+        s[..., ::3] = -math.inf                             # every third key can carry no weight
     keep = ref.mask(s, w, q_len=Q, causal=causal, mode=mode)
     o_ref, lse_ref = ref.attention(q, k, v, s, keep)
     o, lse = naive_dma_attention(q, k, v, s, w, causal=causal, mode=mode, return_lse=True)
@@ -104,14 +110,19 @@ def test_minus_inf_scores_keep_every_gradient_finite():
         torch.testing.assert_close(g, g_cut, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("Hq,Hkv,Q,K,w,causal,mode", [
-    (2, 1, 5, 5, 2, True, "row"),
-    (2, 2, 3, 6, 3, True, "row"),
-    (2, 1, 5, 5, 2, False, "row"),
-    (2, 1, 6, 6, 3, True, "global"),
+@pytest.mark.parametrize("B,Hq,Hkv,Q,K,w,causal,mode", [
+    (1, 2, 1, 5, 5, 2, True, "row"),
+    (1, 2, 2, 3, 6, 3, True, "row"),
+    (1, 2, 1, 5, 5, 2, False, "row"),
+    (1, 2, 1, 6, 6, 3, True, "global"),
+    (2, 4, 2, 4, 9, 3, True, "row"),          # GQA, batch 2, Q < K
+    (2, 4, 2, 4, 9, 2, True, "global"),       # the same in global mode, with empty rows
 ])
-def test_gradcheck(Hq, Hkv, Q, K, w, causal, mode):
-    q, k, v, s = inputs(Hq=Hq, Hkv=Hkv, Q=Q, K=K, D=3, grad=True)
+def test_gradcheck(B, Hq, Hkv, Q, K, w, causal, mode):
+    q, k, v, s = inputs(B=B, Hq=Hq, Hkv=Hkv, Q=Q, K=K, D=3, grad=True)
+    if (B, mode) == (2, "global"):
+        with torch.no_grad():
+            s[..., -w:] += 10.0          # T = the last w keys: rows before them keep nothing
 
     def f(q, k, v, s):
         o, _ = naive_dma_attention(q, k, v, s, w, causal=causal, mode=mode, return_lse=True)
