@@ -93,6 +93,7 @@ def test_row_causal(B, Hq, Hkv, Q, K, D, w, ties):
     (1, 2, 1, 1, 67, 16, 1, 0),
     (1, 2, 1, 40, 40, 16, 64, 0),
     (1, 4, 2, 67, 67, 16, 50, 1),         # 2w >= K: no lists
+    (2, 4, 2, 67, 67, 16, 13, 2),         # GQA, batch 2, ties
 ])
 def test_global_causal(B, Hq, Hkv, Q, K, D, w, ties):
     _o, _lse = check_against_naive(*make_inputs(B, Hq, Hkv, Q, K, D, ties=ties), w, mode="global")
@@ -110,7 +111,7 @@ def test_global_empty_rows_are_zero_not_nan():
 @pytest.mark.parametrize("mode", ["row", "global"])
 @pytest.mark.parametrize("Q,K,w", [(67, 67, 13), (17, 67, 1), (1, 130, 20), (30, 30, 64)])
 def test_non_causal(mode, Q, K, w):
-    check_against_naive(*make_inputs(1, 4, 2, Q, K, 16), w, causal=False, mode=mode)
+    check_against_naive(*make_inputs(2, 4, 2, Q, K, 16, ties=2), w, causal=False, mode=mode)
 
 
 def test_scale_and_minus_inf_scores():
