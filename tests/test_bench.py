@@ -119,6 +119,10 @@ def test_dma_counts_match_the_mask(N, w, BM):
         assert union <= min(w + BM - 1, start + block.shape[0])
         work += block.shape[0] * union
     assert work <= flops.dma_work_pairs(N, w, BM)
+    # Increasing scores make every row a sliding window: each block's union reaches the bound.
+    keep = dma_mask(torch.arange(N, dtype=torch.float32).reshape(1, 1, N), w)[0, 0]
+    exact = sum(keep[b:b + BM].shape[0] * int(keep[b:b + BM].any(0).sum()) for b in range(0, N, BM))
+    assert exact == flops.dma_work_pairs(N, w, BM)
 
 
 def test_flops_bytes_and_floor():
