@@ -52,17 +52,18 @@ def _blocks(N: int, BM: int):
 
 
 def dma_union_keys(N: int, window: int, BM: int = 128) -> int:
-    """Keys gathered over all query blocks of one head: ``sum min(w + BM - 1, p_max + 1)``."""
-    return sum(min(window + BM - 1, past) for _, past in _blocks(N, BM))
+    """Keys gathered over all query blocks of one head: ``sum min(w + rows - 1, p_max + 1)``."""
+    return sum(min(window + rows - 1, past) for rows, past in _blocks(N, BM))
 
 
 def dma_work_pairs(N: int, window: int, BM: int = 128) -> int:
     """Logits the block-gather kernel computes in one head (an upper bound: full unions).
 
     Query block ``b`` covers positions ``[b·BM, min((b+1)·BM, N))`` and gathers at most
-    ``min(w + BM - 1, p_max + 1)`` keys (DESIGN.md section 5), for each of its rows.
+    ``min(w + rows - 1, p_max + 1)`` keys (DESIGN.md section 5; ``rows = BM`` but in a last,
+    partial block), for each of its rows. Reached exactly when every row is a sliding window.
     """
-    return sum(rows * min(window + BM - 1, past) for rows, past in _blocks(N, BM))
+    return sum(rows * min(window + rows - 1, past) for rows, past in _blocks(N, BM))
 
 
 def attention_flops(pairs: int, D: int, heads: int, B: int = 1, *, backward: bool = False) -> int:

@@ -102,9 +102,10 @@ def test_pair_counts_on_tiny_cases():
     assert [flops.causal_pairs(n) for n in (1, 2, 4)] == [1, 3, 10]
     assert flops.dma_kept_pairs(5, 2) == 1 + 2 + 2 + 2 + 2
     assert flops.dma_kept_pairs(4, 9) == flops.causal_pairs(4)
-    # BM = 2, N = 5, w = 1: blocks end at p = 1, 3, 4 -> unions min(w + BM - 1, p + 1) = 2, 2, 2
-    assert flops.dma_work_pairs(5, 1, BM=2) == 2 * 2 + 2 * 2 + 1 * 2
-    assert flops.dma_union_keys(5, 1, BM=2) == 6
+    # BM = 2, N = 5, w = 1: blocks of 2, 2, 1 rows end at p = 1, 3, 4 -> unions
+    # min(w + rows - 1, p + 1) = 2, 2, 1
+    assert flops.dma_work_pairs(5, 1, BM=2) == 2 * 2 + 2 * 2 + 1 * 1
+    assert flops.dma_union_keys(5, 1, BM=2) == 5
 
 
 @pytest.mark.parametrize("N, w, BM", [(37, 5, 8), (64, 16, 16), (50, 64, 16), (33, 1, 4)])
