@@ -55,6 +55,18 @@ def test_dtype_follows_v():
 
 
 @pytest.mark.parametrize("form", ["exp", "log"])
+def test_mixed_dtypes_as_a_module_under_autocast(form):
+    """v in bf16, delta and A in fp32 (module parameters): Eq. 3 up to bf16 rounding of the
+    parameters and of the result (a few 2^-8 relative)."""
+    v = torch.randn(2, 2, 6, 4).to(torch.bfloat16)
+    delta, A = torch.randn(8, 2) * 0.5, torch.randn(2) * 0.2       # |A| as after some training
+    s = dma_scores(v, delta, A, form=form)
+    assert s.dtype == torch.bfloat16
+    want = eq3_loops(v.double(), delta.double(), A.double(), form)
+    torch.testing.assert_close(s.double(), want, rtol=3e-2, atol=3e-2)
+
+
+@pytest.mark.parametrize("form", ["exp", "log"])
 def test_A_zero_gives_constant_scores_and_no_delta_gradient(form):
     v = torch.randn(2, 2, 6, 4, dtype=torch.float64, requires_grad=True)
     delta = torch.randn(8, 2, dtype=torch.float64, requires_grad=True)
