@@ -256,12 +256,6 @@ def dense_bias_from_lifetimes(e: torch.Tensor, s: torch.Tensor, rows: int = 4096
     return out
 
 
-def kernel_builder() -> Callable[[torch.Tensor, int], torch.Tensor]:
-    """The kernels' mask builder ``(s, w) -> e [B, Hkv, K]`` (``build_lifetimes``)."""
-    from .kernels import build_lifetimes
-    return build_lifetimes
-
-
 # ---------------------------------------------------------------------------------- timing
 
 
@@ -353,23 +347,20 @@ def make_case(B: int, Hq: int, Hkv: int, N: int, D: int, seed: int = 0) -> Case:
 
 
 def get_lifetimes(case: Case, w: int) -> torch.Tensor:
-    """Lifetimes for window w from the kernels' builder (else the benchmark's torch version);
-    the first time, the two are compared exactly and the time to build them is noted."""
+    """Lifetimes for window w from the kernels' builder; the first time, it is compared exactly
+    with the benchmark's torch version and the time to build them is noted."""
+    from .kernels import build_lifetimes
+
     if w in case.lifetimes:
         return case.lifetimes[w]
     s = case.s.detach()
-    builder = kernel_builder()
     t0 = time.perf_counter()
     e_torch = lifetimes_torch(s, w)
     torch.cuda.synchronize()
     t_torch = (time.perf_counter() - t0) * 1e3
     note = f"lifetimes: bench torch builder {t_torch:.1f} ms"
-    e = e_torch
-    if builder is not None:
-        e_k = builder(s, w).to(torch.int64)
-        same = bool(torch.equal(e_k, e_torch))
-        note += f", kernels builder agrees={same}"
-        e = e_k
+    e = build_lifetimes(s, w)
+    note += f", kernels builder agrees={bool(torch.equal(e, e_torch))}"
     case.lifetimes[w] = e
     case.e_note[w] = note
     return e

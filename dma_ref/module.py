@@ -16,7 +16,7 @@ from torch import nn
 from .naive import naive_dma_attention
 from .rope import apply_rope, rope_angles
 from .scores import dma_scores
-from .validate import check_mode, check_window
+from .validate import check_flag, check_mode, check_window
 
 BACKENDS = ("naive", "triton")
 
@@ -54,8 +54,7 @@ class DMAAttention(nn.Module):
             raise ValueError(f"rope=True needs an even head_dim, got {head_dim}")
         check_window(window)
         check_mode(mode)
-        if not isinstance(causal, bool):
-            raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
+        check_flag(causal, "causal")
         self.hidden_size, self.Hq, self.Hkv, self.D = hidden_size, num_heads, num_kv_heads, head_dim
         self.window, self.form, self.causal, self.mode = window, form, causal, mode
         self.rope, self.rope_base, self.backend = rope, rope_base, backend

@@ -14,7 +14,7 @@ import torch
 
 from .dense import expand_kv, masked_softmax_attention
 from .mask import dma_mask
-from .validate import check_mode, check_qkv, check_scores, check_window, default_scale
+from .validate import check_flag, check_mode, check_qkv, check_scores, check_window, default_scale
 
 
 def naive_dma_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Tensor,
@@ -32,8 +32,7 @@ def naive_dma_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: to
     check_scores(s, B, Hkv, K, q.device)
     w = check_window(window)
     check_mode(mode)
-    if not isinstance(causal, bool):
-        raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
+    check_flag(causal, "causal")
     scale = default_scale(scale, D)
     if Q == 0:                                       # no query row: nothing to attend
         o = q.new_zeros(B, Hq, 0, D)

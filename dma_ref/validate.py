@@ -96,6 +96,13 @@ def check_window(window) -> int:
     return window
 
 
+def check_flag(value, name: str) -> bool:
+    """Validate a bool option (``causal``, ``deterministic``): 0/1 or strings are not flags."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return value
+
+
 def check_mode(mode) -> str:
     if mode not in ("row", "global"):
         raise ValueError(f"mode must be 'row' or 'global', got {mode!r}")

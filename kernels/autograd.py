@@ -16,7 +16,14 @@ from dataclasses import dataclass
 import torch
 import triton
 
-from dma_ref.validate import check_mode, check_qkv, check_scores, check_window, default_scale
+from dma_ref.validate import (
+    check_flag,
+    check_mode,
+    check_qkv,
+    check_scores,
+    check_window,
+    default_scale,
+)
 
 from .backward import dma_bwd_kernel, reduce_partials_kernel
 from .blocks import KeyPlan, block_key_lists, build_plan
@@ -221,8 +228,6 @@ class _DMAFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, do, dlse):
         q, k, v, s32, o, lse = ctx.saved_tensors
-        if do is None and dlse is None:
-            return (None,) * 11
         if do is None:                            # the loss reads lse only
             do = torch.zeros_like(q)
         G = q.shape[1] // k.shape[1]
@@ -259,10 +264,8 @@ def dma_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Te
     check_scores(s, B, Hkv, K, q.device)
     w = check_window(window)
     check_mode(mode)
-    if not isinstance(causal, bool):
-        raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
-    if not isinstance(deterministic, bool):
-        raise TypeError(f"deterministic must be a bool, got {type(deterministic).__name__}")
+    check_flag(causal, "causal")
+    check_flag(deterministic, "deterministic")
     if deterministic and w >= K:
         raise ValueError(f"deterministic=True needs window < K (the sparse path); got window={w}, "
                          f"K={K}. Use deterministic=False (atomic adds) for the dense regime")

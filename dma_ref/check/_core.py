@@ -65,3 +65,10 @@ def forbid(message: str, *places: tuple[object, str]) -> Iterator[None]:
                 delattr(owner, name)
             else:
                 setattr(owner, name, old)
+
+
+def forbid_package(name: str, home, message: str | None = None):
+    """``forbid`` the package function ``dma_ref.<name>`` and its home module's ``home.<name>``."""
+    import dma_ref
+    message = message or f"write it yourself: the exercise is to build {name}, not to call it"
+    return forbid(message, (dma_ref, name), (home, name))

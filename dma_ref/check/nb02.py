@@ -8,15 +8,13 @@ from collections.abc import Callable
 
 import torch
 
-import dma_ref
-
 from .. import lifetimes as lifetimes_mod
 from .. import mask as mask_mod
 from .. import scores as scores_mod
 from ..lifetimes import key_lifetimes
 from ..mask import dma_mask
 from ..scores import dma_scores
-from ._core import Result, forbid, run_checks
+from ._core import Result, forbid_package, run_checks
 
 
 def _context(where: str) -> Callable[[str], str]:
@@ -41,12 +39,6 @@ def _score_cases(g: torch.Generator):
     yield torch.randn(2, 1, 31, generator=g).to(torch.bfloat16).float()  # bf16 rounding ties
 
 
-def _without(name: str, home) -> object:
-    """Forbid ``dma_ref.<name>`` and ``home.<name>`` (its module) while the learner's code runs."""
-    return forbid(f"write it yourself: the exercise is to build {name}, not to call it",
-                  (dma_ref, name), (home, name))
-
-
 def check_scores(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
                  strict: bool = False) -> Result:
     """``fn(v, delta, A) -> s``: paper Eq. 3, ``s = exp(A * softplus(x))``.
@@ -60,7 +52,7 @@ def check_scores(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.
             v = torch.randn(B, Hkv, K, D, generator=g, dtype=torch.float64)
             delta = torch.randn(Hkv * D, Hkv, generator=g, dtype=torch.float64)
             A = torch.randn(Hkv, generator=g, dtype=torch.float64)
-            with _without("dma_scores", scores_mod):
+            with forbid_package("dma_scores", scores_mod):
                 got = fn(v.clone(), delta.clone(), A.clone())
             want = dma_scores(v, delta, A)
             assert isinstance(got, torch.Tensor), f"return a torch.Tensor, got {type(got).__name__}"
@@ -78,7 +70,7 @@ def check_row_mask(fn: Callable[[torch.Tensor, int], torch.Tensor], strict: bool
         g, seed = _generator()
         for s in _score_cases(g):
             for w in (1, 3, 5, s.shape[-1] + 2):
-                with _without("dma_mask", mask_mod):
+                with forbid_package("dma_mask", mask_mod):
                     got = fn(s.clone(), w)
                 want = dma_mask(s, w)
                 assert isinstance(got, torch.Tensor) and got.dtype == torch.bool, \
@@ -101,7 +93,7 @@ def check_lifetimes(fn: Callable[[torch.Tensor, int], torch.Tensor], strict: boo
         g, seed = _generator()
         for s in _score_cases(g):
             for w in (1, 2, 4, s.shape[-1] + 1):
-                with _without("key_lifetimes", lifetimes_mod):
+                with forbid_package("key_lifetimes", lifetimes_mod):
                     got = fn(s.clone(), w)
                 want = key_lifetimes(s, w)
                 assert isinstance(got, torch.Tensor), f"return a torch.Tensor, got {type(got).__name__}"
