@@ -77,14 +77,16 @@ def check_score_values(s: torch.Tensor) -> None:
                          "or a smaller A")
 
 
-def check_scores(s, B: int, Hkv: int, K: int, device: torch.device) -> None:
-    """Validate DMA scores ``s [B, Hkv, K]`` (any float dtype, no NaN)."""
+def check_scores(s, B: int, Hkv: int, K: int, device: torch.device, *, values: bool = True) -> None:
+    """Validate DMA scores ``s [B, Hkv, K]`` (any float dtype; no NaN or +inf when ``values``:
+    that part reads s back to the host)."""
     check_tensor(s, "s", 3, "[B, Hkv, K]")
     if tuple(s.shape) != (B, Hkv, K):
         raise ValueError(f"s must have shape [B, Hkv, K] = {[B, Hkv, K]}; got {tuple(s.shape)}")
     if s.device != device:
         raise ValueError(f"s is on {s.device} but q is on {device}; all inputs must share a device")
-    check_score_values(s)
+    if values:
+        check_score_values(s)
 
 
 def check_window(window) -> int:

@@ -1,4 +1,4 @@
-"""``dma_attention``: the Triton DMA forward and backward behind one autograd Function.
+"""``dma_attention``: the Triton DMA forward and backward behind two custom operators.
 
     plan  = build_plan(s, w)                       (lifetimes e + per-query-block key lists)
     o, lse = dma_fwd_kernel(q, k, v, s, plan)      (forward.py)
@@ -6,12 +6,20 @@
 
 The selection (the plan) is a constant of the forward pass, as in ``dma_ref.naive_dma_attention``
 (top-k is not differentiated); gradients reach q, k, v and s.
+
+Both passes are ``torch.library`` custom operators (``dma_ref::attention_fwd``,
+``dma_ref::attention_bwd``) with fake (meta) implementations and a registered autograd formula:
+``torch.compile`` traces a model that calls ``dma_attention`` without a graph break, and neither
+pass synchronises with the host (no ``.item()``, no data-dependent sizes: every key list has a
+fixed slot of ``min(w, K)`` entries), so a training step can be captured in a CUDA graph.
+On CUDA the block shapes (``BLOCK_N``, warps, pipeline stages) are autotuned once per kernel
+variant and size class; warm up once before capturing a CUDA graph.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import triton
@@ -26,7 +34,7 @@ from dma_ref.validate import (
 )
 
 from .backward import dma_bwd_kernel, reduce_partials_kernel
-from .blocks import KeyPlan, block_key_lists, build_plan
+from .blocks import KeyPlan, block_key_lists, build_plan, plan_shapes
 from .forward import LOG2E, dma_fwd_kernel
 from .lifetimes import _on_triton
 
@@ -40,37 +48,52 @@ __all__ = [
     "dma_forward",
 ]
 
-HEAD_DIMS = (16, 32, 64, 128, 256)
+# Every multiple of 8 up to 256, as FlashAttention and SDPA take (the kernels pad to a power of two).
+HEAD_DIMS = tuple(range(8, 257, 8))
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
 @dataclass(frozen=True)
 class KernelConfig:
     """Launch shape: ``rows`` = GH * BLOCK_Q packed query rows per program (GH = query heads of
-    one KV group packed together, at most ``max_heads``), ``block_n`` keys per tile."""
+    one KV group packed together, at most ``max_heads``), ``block_n`` keys per tile.
+    ``block_n=None``: ``block_n``, ``num_warps`` and ``num_stages`` are autotuned on CUDA
+    (``FWD_TUNING`` / ``BWD_TUNING``); under the interpreter they come from ``INTERP_CONFIG``."""
 
     rows: int = 128
-    block_n: int = 32
+    block_n: int | None = None
     num_warps: int = 4
     num_stages: int = 3
     max_heads: int = 8
 
 
-FWD_CONFIG = KernelConfig(rows=128, block_n=32, num_warps=4, num_stages=3)
-BWD_CONFIG = KernelConfig(rows=128, block_n=64, num_warps=8, num_stages=1)
+FWD_CONFIG = KernelConfig(rows=128)
+BWD_CONFIG = KernelConfig(rows=128)
 # The interpreter runs programs one after another in NumPy: small tiles keep tests fast.
 INTERP_CONFIG = KernelConfig(rows=32, block_n=16, num_warps=1, num_stages=1, max_heads=4)
+# (BLOCK_N, num_warps, num_stages) tried by the autotuner. The first of each list is the best
+# config of the 2026-11 measurements (forward 32/4/3, backward 64/8/1); the others are the
+# candidates of HOPPER.md's habits (wider wgmma tiles, 8 warps, deeper pipelines).
+FWD_TUNING = ((32, 4, 3), (64, 4, 3), (64, 8, 3), (128, 8, 2), (32, 4, 4), (64, 4, 2))
+BWD_TUNING = ((64, 8, 1), (32, 4, 1), (32, 4, 2), (64, 4, 2), (64, 8, 2), (128, 8, 1))
+
+
+def _padded(D: int) -> int:
+    """The head dim the kernels compute with: a power of two, at least 16 (``tl.dot``)."""
+    return max(16, triton.next_power_of_2(D))
 
 
 def _fit(cfg: KernelConfig, D: int, elt_bytes: int, backward: bool) -> KernelConfig:
     """Shrink the tiles for wide rows: shared memory grows with rows x D x element size (the
     backward holds q, dO and fp32 dQ; fp16's backward uses fp32 operands). Measured on the H200:
     bf16 D=256 fits 128 rows forward; the fp16 backward at D=256 with 128 rows needed 320 KB."""
+    D = _padded(D)
     budget = (32768 if backward else 65536) // (D * elt_bytes)
     rows = max(16, min(cfg.rows, triton.next_power_of_2(budget) if budget >= 16 else 16))
-    bn_budget = 16384 // (D * elt_bytes)
-    block_n = max(16, min(cfg.block_n, bn_budget)) if backward else cfg.block_n
-    return KernelConfig(rows, block_n, cfg.num_warps, cfg.num_stages, cfg.max_heads)
+    block_n = cfg.block_n
+    if backward and block_n is not None:
+        block_n = max(16, min(block_n, 16384 // (D * elt_bytes)))
+    return replace(cfg, rows=rows, block_n=block_n)
 
 
 def _elt_bytes(dtype: torch.dtype, backward: bool) -> int:
@@ -95,6 +118,64 @@ def _warps(cfg: KernelConfig, GH: int, block_q: int) -> int:
     return cfg.num_warps if GH * block_q >= 64 else min(cfg.num_warps, 4)
 
 
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+# ------------------------------------------------------------------------------ autotuning
+
+def _prune(configs, named_args, **kwargs):
+    """Drop tiles whose K/V (and, backward, fp32 dK/dV) rows cannot fit: BLOCK_N x D x bytes
+    over 32 KB forward and 16 KB backward (the limits of the 2026-11 measurements)."""
+    D = kwargs["HEAD_DP"]
+    backward = "DS_F32" in kwargs
+    elt = 4 if named_args["Qp"].dtype == torch.float32 or kwargs.get("DS_F32") else 2
+    limit = (16384 if backward else 32768) // (D * elt)
+    rows = kwargs["GH"] * kwargs["BLOCK_Q"]
+    kept = [c for c in configs if c.kwargs["BLOCK_N"] <= max(16, limit)
+            and (rows >= 64 or c.num_warps <= 4)]          # 8 warps on < 64 rows: overhead only
+    return kept or configs[:1]
+
+
+_TUNED: dict[str, object] = {}
+# The variant of each kernel, its size class (log2 of the program count: decoding and prefill
+# get their own tiles, but a new K does not re-tune) and the dtypes make the tuning key.
+_KEY = ["HEAD_DP", "GH", "BLOCK_Q", "CAUSAL", "DENSE", "USE_E", "PREC", "SIZE_CLASS"]
+
+
+def _tuned(name: str):
+    """The autotuned launcher of ``dma_fwd_kernel`` / ``dma_bwd_kernel`` (built on first use:
+    the interpreter never needs it)."""
+    if name not in _TUNED:
+        if name == "fwd":
+            configs = [triton.Config({"BLOCK_N": n}, num_warps=w, num_stages=s)
+                       for n, w, s in FWD_TUNING]
+            _TUNED[name] = triton.autotune(configs, key=_KEY,
+                                           prune_configs_by={"early_config_prune": _prune})(
+                dma_fwd_kernel)
+        else:
+            configs = [triton.Config({"BLOCK_N": n}, num_warps=w, num_stages=s)
+                       for n, w, s in BWD_TUNING]
+            # The atomics accumulate into DK, DV, DS: zero them before every timed run.
+            _TUNED[name] = triton.autotune(configs, key=_KEY + ["DETERMINISTIC", "HAS_DLSE"],
+                                           reset_to_zero=["DK", "DV", "DS"],
+                                           prune_configs_by={"early_config_prune": _prune})(
+                dma_bwd_kernel)
+    return _TUNED[name]
+
+
+def _launcher(kernel, name: str, cfg: KernelConfig, grid, GH: int, block_q: int):
+    """``(launch, meta)``: ``kernel[grid]`` with the config's tile, or the autotuned launcher
+    when ``block_n`` is None on CUDA (under the interpreter: ``INTERP_CONFIG``'s tile)."""
+    if cfg.block_n is None:
+        if not _interpreting():
+            return _tuned(name)[grid], {}
+        cfg = INTERP_CONFIG
+    meta = {"BLOCK_N": cfg.block_n, "num_warps": _warps(cfg, GH, block_q),
+            "num_stages": cfg.num_stages}
+    return kernel[grid], meta
+
+
 def dma_forward(q, k, v, s32, plan: KeyPlan, scale: float, cfg: KernelConfig, GH: int,
                 keep_fp32: bool = False):
     """Launch the forward. Returns ``(o [B, Hq, Q, D] in q's dtype, lse [B, Hq, Q] fp32, o32)``;
@@ -108,12 +189,11 @@ def dma_forward(q, k, v, s32, plan: KeyPlan, scale: float, cfg: KernelConfig, GH
     o32 = torch.empty(q.shape, dtype=torch.float32, device=q.device) if store32 else o
     lse = torch.empty(B, Hq, Q, dtype=torch.float32, device=q.device)
     grid = (plan.n_qb, B * Hkv * n_hg)
-    dma_fwd_kernel[grid](
-        q, k, v, s32, plan.e, plan.idx, plan.start, plan.count, o, o32, lse,
-        Q, K, G, plan.n_qb, n_hg, scale * LOG2E,
-        BLOCK_Q=plan.block_q, GH=GH, BLOCK_N=cfg.block_n, HEAD_D=D, CAUSAL=plan.causal,
-        DENSE=plan.dense, USE_E=plan.use_e, PREC=_prec(q.dtype), STORE_O32=store32,
-        num_warps=_warps(cfg, GH, plan.block_q), num_stages=cfg.num_stages)
+    launch, meta = _launcher(dma_fwd_kernel, "fwd", cfg, grid, GH, plan.block_q)
+    launch(q, k, v, s32, plan.e, plan.idx, plan.start, plan.count, o, o32, lse,
+           Q, K, G, plan.n_qb, n_hg, scale * LOG2E, (grid[0] * grid[1]).bit_length(),
+           BLOCK_Q=plan.block_q, GH=GH, HEAD_D=D, HEAD_DP=_padded(D), CAUSAL=plan.causal,
+           DENSE=plan.dense, USE_E=plan.use_e, PREC=_prec(q.dtype), STORE_O32=store32, **meta)
     return o, lse, o32
 
 
@@ -140,15 +220,16 @@ def dma_backward(do, q, k, v, s32, o, lse, plan: KeyPlan, scale: float, cfg: Ker
         pk = torch.empty(rows, D, dtype=torch.float32, device=q.device)
         pv, ps = torch.empty_like(pk), torch.empty(rows, dtype=torch.float32, device=q.device)
     grid = (plan.n_qb, B * Hkv * n_hg)
-    dma_bwd_kernel[grid](
-        q, k, v, s32, plan.e, plan.idx, plan.start, plan.count, do, lse,
-        lse if dlse is None else dlse.float().contiguous(), o, dq,
-        *((pk, pv, ps) if deterministic else (dk, dv, ds)),
-        Q, K, G, plan.n_qb, n_hg, scale * LOG2E, scale, list_w,
-        BLOCK_Q=plan.block_q, GH=GH, BLOCK_N=cfg.block_n, HEAD_D=D, CAUSAL=plan.causal,
-        DENSE=plan.dense, USE_E=plan.use_e, PREC=_prec(q.dtype), DS_F32=q.dtype == torch.float16,
-        DETERMINISTIC=deterministic, HAS_DLSE=dlse is not None,
-        num_warps=_warps(cfg, GH, plan.block_q), num_stages=cfg.num_stages)
+    launch, meta = _launcher(dma_bwd_kernel, "bwd", cfg, grid, GH, plan.block_q)
+    launch(q, k, v, s32, plan.e, plan.idx, plan.start, plan.count, do, lse,
+           lse if dlse is None else dlse, o, dq,
+           *((pk, pv, ps) if deterministic else (dk, dv, ds)),
+           Q, K, G, plan.n_qb, n_hg, scale * LOG2E, scale, list_w,
+           (grid[0] * grid[1]).bit_length(),
+           BLOCK_Q=plan.block_q, GH=GH, HEAD_D=D, HEAD_DP=_padded(D), CAUSAL=plan.causal,
+           DENSE=plan.dense, USE_E=plan.use_e, PREC=_prec(q.dtype),
+           DS_F32=q.dtype == torch.float16, DETERMINISTIC=deterministic,
+           HAS_DLSE=dlse is not None, **meta)
     if deterministic:
         _reduce_partials(pk, pv, ps, key_map, n_hg, K, dk, dv, ds)
     return dq, dk, dv, ds
@@ -187,7 +268,7 @@ def _reduce_partials(pk, pv, ps, key_map, n_hg: int, K: int, dk, dv, ds) -> None
     D = dk.shape[-1]
     reduce_partials_kernel[(BH * K,)](pk, pv, ps, rows[order].contiguous(), off, cnt,
                                       dk.view(BH * K, D), dv.view(BH * K, D), ds.view(BH * K),
-                                      HEAD_D=D, num_warps=1)
+                                      HEAD_D=D, HEAD_DP=_padded(D), num_warps=1)
 
 
 def _replan(plan: KeyPlan, Q: int, block_q: int) -> KeyPlan:
@@ -207,48 +288,130 @@ def _replan(plan: KeyPlan, Q: int, block_q: int) -> KeyPlan:
     return KeyPlan(True, False, plan.window, block_q, n_qb, plan.e, idx, start, count)
 
 
-class _DMAFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q, k, v, s, window, causal, scale, mode, fwd_cfg, bwd_cfg, deterministic):
-        _B, Hq, Q, _D = q.shape
-        G = Hq // k.shape[1]
-        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
-        s32 = s.detach().to(torch.float32).contiguous()
-        GH, bq = _shape(fwd_cfg, G, Q)
-        plan = build_plan(s.detach(), window, Q, causal=causal, mode=mode, block_q=bq,
-                          lists=True if deterministic else None)
-        need_grad = any(ctx.needs_input_grad[:4])
-        o, lse, o32 = dma_forward(q, k, v, s32, plan, scale, fwd_cfg, GH, keep_fp32=need_grad)
-        ctx.save_for_backward(q, k, v, s32, o32, lse)
-        ctx.plan, ctx.scale, ctx.bwd_cfg, ctx.s_dtype = plan, scale, bwd_cfg, s.dtype
-        ctx.deterministic = deterministic
-        ctx.set_materialize_grads(False)          # no zero tensors for gradients nobody sends
-        return o, lse
+# ------------------------------------------------------------------- the custom operators
+#
+# Configs travel as int lists [rows, block_n (0: autotuned), num_warps, num_stages, max_heads]
+# and the optional ``lists`` flag as -1 (None), 0 or 1: custom operators take plain types only.
 
-    @staticmethod
-    def backward(ctx, do, dlse):
-        q, k, v, s32, o, lse = ctx.saved_tensors
-        if do is None:                            # the loss reads lse only
-            do = torch.zeros_like(q)
-        G = q.shape[1] // k.shape[1]
-        GH, bq = _shape(ctx.bwd_cfg, G, q.shape[2])
-        plan = _replan(ctx.plan, q.shape[2], bq)
-        dq, dk, dv, ds = dma_backward(do.contiguous(), q, k, v, s32, o, lse, plan, ctx.scale,
-                                      ctx.bwd_cfg, GH, ctx.deterministic, dlse)
-        return (dq, dk.to(k.dtype), dv.to(v.dtype), ds.to(ctx.s_dtype),
-                None, None, None, None, None, None, None)
+
+def _cfg_list(cfg: KernelConfig) -> list[int]:
+    return [cfg.rows, cfg.block_n or 0, cfg.num_warps, cfg.num_stages, cfg.max_heads]
+
+
+def _cfg(values) -> KernelConfig:
+    rows, block_n, warps, stages, heads = (int(x) for x in values)
+    return KernelConfig(rows, block_n or None, warps, stages, heads)
+
+
+def _layout(q, k, window: int, causal: bool, mode: str, fwd_cfg: KernelConfig, deterministic):
+    """(GH, BLOCK_Q, dense, {name: (shape, dtype)}) of the forward's plan, from shapes alone."""
+    B, Hq, Q, _D = q.shape
+    Hkv, K = k.shape[1], k.shape[2]
+    GH, bq = _shape(fwd_cfg, Hq // Hkv, Q)
+    dense, shapes = plan_shapes(B * Hkv, K, Q, window, causal=causal, block_q=bq,
+                                lists=True if deterministic else None)
+    return GH, bq, dense, shapes
+
+
+@torch.library.custom_op("dma_ref::attention_fwd", mutates_args=())
+def _attention_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Tensor,
+                   window: int, causal: bool, scale: float, mode: str, fwd_config: list[int],
+                   bwd_config: list[int], deterministic: bool, keep_fp32: bool
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                              torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(o, lse, o32, e, idx, start, count)``: the output, its lse, o in fp32 for the backward
+    (empty unless ``keep_fp32`` and q is not fp32) and the plan's tensors."""
+    fwd_cfg = _cfg(fwd_config)
+    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+    s32 = s.to(torch.float32).contiguous()
+    GH, bq = _shape(fwd_cfg, q.shape[1] // k.shape[1], q.shape[2])
+    plan = build_plan(s, window, q.shape[2], causal=causal, mode=mode, block_q=bq,
+                      lists=True if deterministic else None)
+    o, lse, o32 = dma_forward(q, k, v, s32, plan, scale, fwd_cfg, GH, keep_fp32=keep_fp32)
+    if o32 is o:
+        o32 = torch.empty(0, dtype=torch.float32, device=q.device)
+    # (Outputs of a custom operator may not alias: build_plan gives each empty part its own.)
+    return o, lse, o32, plan.e, plan.idx, plan.start, plan.count
+
+
+@_attention_fwd.register_fake
+def _(q, k, v, s, window, causal, scale, mode, fwd_config, bwd_config, deterministic, keep_fp32):
+    B, Hq, Q, _D = q.shape
+    _GH, _bq, _dense, shapes = _layout(q, k, window, causal, mode, _cfg(fwd_config),
+                                       deterministic)
+    o = torch.empty_like(q, memory_format=torch.contiguous_format)
+    lse = q.new_empty((B, Hq, Q), dtype=torch.float32)
+    o32 = q.new_empty(tuple(q.shape) if keep_fp32 and q.dtype != torch.float32 else (0,),
+                      dtype=torch.float32)
+    plan = [q.new_empty(shape, dtype=dtype) for shape, dtype in shapes.values()]
+    return (o, lse, o32, *plan)
+
+
+@torch.library.custom_op("dma_ref::attention_bwd", mutates_args=())
+def _attention_bwd(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                   s: torch.Tensor, o32: torch.Tensor, lse: torch.Tensor,
+                   dlse: torch.Tensor | None, e: torch.Tensor, idx: torch.Tensor,
+                   start: torch.Tensor, count: torch.Tensor, window: int, causal: bool,
+                   fwd_config: list[int], bwd_config: list[int], scale: float,
+                   deterministic: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                 torch.Tensor]:
+    """``(dq, dk, dv, ds)`` in the dtypes of q, k, v, s."""
+    Q = q.shape[2]
+    G = q.shape[1] // k.shape[1]
+    _GH, bq_f = _shape(_cfg(fwd_config), G, Q)
+    plan = KeyPlan(causal, idx.numel() == 0, window, bq_f, -(-Q // bq_f), e, idx, start, count)
+    bwd_cfg = _cfg(bwd_config)
+    GH, bq = _shape(bwd_cfg, G, Q)
+    plan = _replan(plan, Q, bq)
+    s32 = s.to(torch.float32).contiguous()
+    dlse = None if dlse is None else dlse.to(torch.float32).contiguous()
+    dq, dk, dv, ds = dma_backward(do.contiguous(), q.contiguous(), k.contiguous(),
+                                  v.contiguous(), s32, o32, lse, plan, scale, bwd_cfg, GH,
+                                  deterministic, dlse)
+    return dq, dk.to(k.dtype), dv.to(v.dtype), ds.to(s.dtype)
+
+
+@_attention_bwd.register_fake
+def _(do, q, k, v, s, o32, lse, dlse, e, idx, start, count, window, causal, fwd_config,
+      bwd_config, scale, deterministic):
+    return (torch.empty_like(q, memory_format=torch.contiguous_format),
+            torch.empty_like(k, memory_format=torch.contiguous_format),
+            torch.empty_like(v, memory_format=torch.contiguous_format),
+            torch.empty_like(s, memory_format=torch.contiguous_format))
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, v, s, window, causal, scale, _mode, fwd_config, bwd_config, deterministic, _ = inputs
+    o, lse, o32, e, idx, start, count = output
+    # fp32 inputs: o itself is the fp32 output the backward's Delta needs.
+    ctx.save_for_backward(q, k, v, s, o32 if o32.numel() else o, lse, e, idx, start, count)
+    ctx.args = (window, causal, fwd_config, bwd_config, scale, deterministic)
+    ctx.mark_non_differentiable(o32, e, idx, start, count)
+    ctx.set_materialize_grads(False)          # no zero tensors for gradients nobody sends
+
+
+def _backward(ctx, do, dlse, *_unused):
+    q, k, v, s, o32, lse, e, idx, start, count = ctx.saved_tensors
+    if do is None:                            # the loss reads lse only
+        do = torch.zeros_like(q)
+    dq, dk, dv, ds = _attention_bwd(do, q, k, v, s, o32, lse, dlse, e, idx, start, count,
+                                    *ctx.args)
+    return dq, dk, dv, ds, None, None, None, None, None, None, None, None
+
+
+_attention_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 
 def dma_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Tensor,
                   window: int, *, causal: bool = True, scale: float | None = None,
                   mode: str = "row", return_lse: bool = False,
                   fwd_config: KernelConfig | None = None, bwd_config: KernelConfig | None = None,
-                  deterministic: bool = False):
+                  deterministic: bool = False, check_values: bool | None = None):
     """Dynamic Mask Attention with Triton kernels; differentiable in q, k, v and s.
 
     q ``[B, Hq, Q, D]``; k, v ``[B, Hkv, K, D]`` (Hq = G * Hkv); s ``[B, Hkv, K]`` (any float
-    dtype; used in fp32); ``Q <= K``, query row i at position ``K - Q + i``; D in
-    {16, 32, 64, 128, 256}; q, k, v in fp16, bf16 or fp32. ``window`` = w, ``mode`` "row" or
+    dtype; used in fp32); ``Q <= K``, query row i at position ``K - Q + i``; D any multiple of 8
+    from 8 to 256; q, k, v in fp16, bf16 or fp32. ``window`` = w, ``mode`` "row" or
     "global", ``scale`` defaults to ``D ** -0.5``. Returns o ``[B, Hq, Q, D]`` in q's dtype (and
     ``lse [B, Hq, Q]`` fp32, natural log, with ``return_lse``; both are differentiable). Equals
     ``dma_ref.naive_dma_attention``; rows with no kept key give ``o = 0`` and ``lse = -inf``.
@@ -256,12 +419,25 @@ def dma_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Te
     ``deterministic=True`` makes them bit-reproducible (partial sums per query block, reduced in
     a fixed order; extra memory ~ 2 G Q (w + BLOCK_Q) D / (GH BLOCK_Q) fp32 per KV head, GH the
     query heads packed per program, and slower); it needs w < K.
+
+    ``check_values``: reject NaN or +inf scores with a ``ValueError``. That check reads s back to
+    the host (a synchronisation, which stalls the launch queue and cannot be captured in a CUDA
+    graph), so the default (None) checks on the CPU and skips on CUDA. Unchecked, a NaN or +inf
+    score ranks first and turns every row that keeps it into NaN: never a silent wrong value.
+    Shapes, dtypes and devices are always checked (on the host, for free).
+
+    No host synchronisation, no data-dependent sizes: the call can be captured in a CUDA graph
+    (after one warm-up call, which autotunes the kernels) and traced by ``torch.compile`` without
+    a graph break (two custom operators, ``dma_ref::attention_fwd`` and ``attention_bwd``).
     """
     B, Hq, Hkv, Q, K, D = check_qkv(q, k, v, q_le_k=True)
     if q.dtype not in DTYPES:
         raise TypeError(f"dma_attention supports q, k, v in float16, bfloat16 or float32; got "
                         f"{q.dtype} (use dma_ref.naive_dma_attention for {q.dtype})")
-    check_scores(s, B, Hkv, K, q.device)
+    if check_values is None:
+        check_values = q.device.type != "cuda"
+    check_flag(check_values, "check_values")
+    check_scores(s, B, Hkv, K, q.device, values=check_values)
     w = check_window(window)
     check_mode(mode)
     check_flag(causal, "causal")
@@ -272,12 +448,12 @@ def dma_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Te
     scale = default_scale(scale, D)
     if D not in HEAD_DIMS:
         raise ValueError(f"head dim D={D} (last dim of q [B, Hq, Q, D]) is not supported; "
-                         f"use one of {HEAD_DIMS}")
+                         f"use a multiple of 8 from 8 to 256")
     if not _on_triton(q):
         raise RuntimeError(f"q is on {q.device}: the Triton kernels need a CUDA device, or "
                            "TRITON_INTERPRET=1 set before dma_ref.kernels is imported "
                            "(call dma_ref.setup_device() first)")
-    interp = os.environ.get("TRITON_INTERPRET") == "1"
+    interp = _interpreting()
     fwd_cfg = fwd_config or (INTERP_CONFIG if interp else
                              _fit(FWD_CONFIG, D, _elt_bytes(q.dtype, False), False))
     bwd_cfg = bwd_config or (INTERP_CONFIG if interp else
@@ -286,6 +462,7 @@ def dma_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Te
         o = torch.zeros_like(q) + 0 * (k.sum() + v.sum() + s.sum())
         lse = torch.full((B, Hq, Q), float("-inf"), dtype=torch.float32, device=q.device)
         return (o, lse) if return_lse else o
-    o, lse = _DMAFunction.apply(q, k, v, s, w, causal, scale, mode, fwd_cfg, bwd_cfg,
-                                deterministic)
+    keep_fp32 = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, s))
+    o, lse, *_ = _attention_fwd(q, k, v, s, w, causal, scale, mode, _cfg_list(fwd_cfg),
+                                _cfg_list(bwd_cfg), deterministic, keep_fp32)
     return (o, lse) if return_lse else o

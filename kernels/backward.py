@@ -29,27 +29,26 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .forward import _block_rows, _list_bounds
+from .forward import _block_rows, _keep, _list_bounds, _load_rows, _store_rows
 
 
 @triton.jit
-def _bwd_tile(q, do, dq, lse2, delta, Kp, Vp, Sp, Ep, DK, DV, DS, kv_base, bh, j, col_ok, p,
-              row_ok, n_k, qk_scale, scale, slot, HEAD_D: tl.constexpr, CAUSAL: tl.constexpr,
-              USE_E: tl.constexpr, PREC: tl.constexpr, DS_F32: tl.constexpr,
-              DETERMINISTIC: tl.constexpr):
-    d = tl.arange(0, HEAD_D)
-    koff = kv_base + j.to(tl.int64)[:, None] * HEAD_D + d[None, :]
-    k = tl.load(Kp + koff, mask=col_ok[:, None], other=0.0)
-    v = tl.load(Vp + koff, mask=col_ok[:, None], other=0.0)
-    sj = tl.load(Sp + bh * n_k + j, mask=col_ok, other=0.0)
+def _bwd_tile(q, do, dq, lse2, delta, Kp, Vp, Sp, Ep, DK, DV, DS, kv_base, s_base, j, col_ok, p,
+              qk_scale, scale, slot, HEAD_D: tl.constexpr, HEAD_DP: tl.constexpr,
+              TEST_COLS: tl.constexpr, TEST_CAUSAL: tl.constexpr, TEST_E: tl.constexpr,
+              PREC: tl.constexpr, DS_F32: tl.constexpr, DETERMINISTIC: tl.constexpr):
+    d = tl.arange(0, HEAD_DP)
+    koff = kv_base + j.to(tl.int64) * HEAD_D
+    k = _load_rows(Kp, koff, col_ok, d, HEAD_D, HEAD_DP, TEST_COLS)
+    v = _load_rows(Vp, koff, col_ok, d, HEAD_D, HEAD_DP, TEST_COLS)
+    if TEST_COLS:
+        sj = tl.load(Sp + s_base + j, mask=col_ok, other=0.0)
+    else:
+        sj = tl.load(Sp + s_base + j)
     x = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale + (sj * 1.4426950408889634)[None, :]
-    keep = row_ok[:, None] & col_ok[None, :]
-    if CAUSAL:
-        keep = keep & (j[None, :] <= p[:, None])
-    if USE_E:
-        ej = tl.load(Ep + bh * n_k + j, mask=col_ok, other=0)
-        keep = keep & (p[:, None] < ej[None, :])
-    pt = tl.where(keep, tl.exp2(x - lse2[:, None]), 0.0)
+    # Not kept: x = -inf, so P = 2^(x - lse) = 0 (empty rows have lse2 = +inf: P = 0 too).
+    x = _keep(x, j, col_ok, p, Ep, s_base, TEST_COLS, TEST_CAUSAL, TEST_E)
+    pt = tl.exp2(x - lse2[:, None])
     dp = tl.dot(do, tl.trans(v), input_precision=PREC)
     ds = pt * (dp - delta[:, None])
     if DS_F32:
@@ -62,92 +61,110 @@ def _bwd_tile(q, do, dq, lse2, delta, Kp, Vp, Sp, Ep, DK, DV, DS, kv_base, bh, j
         dk_t = tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=PREC) * scale
     dv_t = tl.dot(tl.trans(pt.to(do.dtype)), do, input_precision=PREC)
     if DETERMINISTIC:                 # DK, DV, DS are the partial buffers; slot: their rows
-        poff = slot[:, None] * HEAD_D + d[None, :]
-        tl.store(DV + poff, dv_t, mask=col_ok[:, None])
-        tl.store(DK + poff, dk_t, mask=col_ok[:, None])
+        poff = slot.to(tl.int64) * HEAD_D
+        _store_rows(DV, poff, col_ok, d, dv_t, HEAD_D, HEAD_DP)
+        _store_rows(DK, poff, col_ok, d, dk_t, HEAD_D, HEAD_DP)
         tl.store(DS + slot, tl.sum(ds, 0), mask=col_ok)
     else:
-        tl.atomic_add(DV + koff, dv_t, mask=col_ok[:, None], sem="relaxed")
-        tl.atomic_add(DK + koff, dk_t, mask=col_ok[:, None], sem="relaxed")
-        tl.atomic_add(DS + bh * n_k + j, tl.sum(ds, 0), mask=col_ok, sem="relaxed")
+        koffs = koff[:, None] + d[None, :]
+        if HEAD_DP == HEAD_D:
+            kmask = col_ok[:, None]
+        else:
+            kmask = col_ok[:, None] & (d < HEAD_D)[None, :]
+        tl.atomic_add(DV + koffs, dv_t, mask=kmask, sem="relaxed")
+        tl.atomic_add(DK + koffs, dk_t, mask=kmask, sem="relaxed")
+        tl.atomic_add(DS + s_base + j, tl.sum(ds, 0), mask=col_ok, sem="relaxed")
     return dq
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["SIZE_CLASS"])
 def dma_bwd_kernel(Qp, Kp, Vp, Sp, Ep, IDX, START, CNT, DOp, LSE, DLSE, O32, DQ, DK, DV, DS,
-                   n_q, n_k, G, n_qb, n_hg, qk_scale, scale, LIST_W,
+                   n_q, n_k, G, n_qb, n_hg, qk_scale, scale, LIST_W, SIZE_CLASS,
                    BLOCK_Q: tl.constexpr, GH: tl.constexpr, BLOCK_N: tl.constexpr,
-                   HEAD_D: tl.constexpr, CAUSAL: tl.constexpr, DENSE: tl.constexpr,
-                   USE_E: tl.constexpr, PREC: tl.constexpr, DS_F32: tl.constexpr,
-                   DETERMINISTIC: tl.constexpr, HAS_DLSE: tl.constexpr):
+                   HEAD_D: tl.constexpr, HEAD_DP: tl.constexpr, CAUSAL: tl.constexpr,
+                   DENSE: tl.constexpr, USE_E: tl.constexpr, PREC: tl.constexpr,
+                   DS_F32: tl.constexpr, DETERMINISTIC: tl.constexpr, HAS_DLSE: tl.constexpr):
     """Shapes as ``dma_fwd_kernel``; dO, dQ like q; O32 the forward's o in fp32 ``[B*Hq, Q, D]``;
     LSE fp32 ``[B*Hq, Q]``; with HAS_DLSE, DLSE fp32 ``[B*Hq, Q]`` the gradient of lse (it adds
     ``dlse_i P_ij`` to dS: Delta becomes ``Delta_i - dlse_i``); DK, DV fp32
     ``[B*Hkv, K, D]`` and DS fp32 ``[B*Hkv, K]``, zero-initialised, accumulated atomically (with
-    ``DETERMINISTIC``: the partial buffers of the module docstring, ``LIST_W`` list slots)."""
+    ``DETERMINISTIC``: the partial buffers of the module docstring, ``LIST_W`` list slots).
+    SIZE_CLASS is not read: it is part of the autotuning key."""
     qb = tl.program_id(0)
     pid = tl.program_id(1)
     bh, row_ok, p, hrow, p0, p1 = _block_rows(qb, pid, n_hg, G, n_q, n_k, BLOCK_Q, GH)
     M: tl.constexpr = GH * BLOCK_Q
     qrow = hrow * HEAD_D
-    d = tl.arange(0, HEAD_D)
-    q = tl.load(Qp + qrow[:, None] + d[None, :], mask=row_ok[:, None], other=0.0)
-    do = tl.load(DOp + qrow[:, None] + d[None, :], mask=row_ok[:, None], other=0.0)
+    d = tl.arange(0, HEAD_DP)
+    q = _load_rows(Qp, qrow, row_ok, d, HEAD_D, HEAD_DP, True)
+    do = _load_rows(DOp, qrow, row_ok, d, HEAD_D, HEAD_DP, True)
     lse = tl.load(LSE + hrow, mask=row_ok, other=float("-inf"))
     # Empty rows (lse = -inf): use +inf so that P = 2^(x - inf) = 0 instead of NaN.
     lse2 = tl.where(lse == float("-inf"), float("inf"), lse * 1.4426950408889634)
     # Delta here rather than in torch: no [B, Hq, Q, D] fp32 temporaries, two launches fewer.
-    o32 = tl.load(O32 + qrow[:, None] + d[None, :], mask=row_ok[:, None], other=0.0)
+    o32 = _load_rows(O32, qrow, row_ok, d, HEAD_D, HEAD_DP, True)
     delta = tl.sum(do.to(tl.float32) * o32, 1)
     if HAS_DLSE:
         delta -= tl.load(DLSE + hrow, mask=row_ok, other=0.0)
     delta = tl.where(lse == float("-inf"), 0.0, delta)             # empty rows: P = 0, no NaN
-    kv_base = bh.to(tl.int64) * n_k * HEAD_D
-    dq = tl.zeros([M, HEAD_D], tl.float32)
+    kv_base = bh * n_k * HEAD_D
+    s_base = bh * n_k
+    dq = tl.zeros([M, HEAD_DP], tl.float32)
     row0 = (pid.to(tl.int64) * n_qb + qb) * (LIST_W + BLOCK_Q)      # first partial row (DETERMINISTIC)
 
     lst, n_list = _list_bounds(START, CNT, bh, qb, n_qb, n_k, p0, CAUSAL, DENSE)
-    for c in range(0, n_list, BLOCK_N):
-        cols = c + tl.arange(0, BLOCK_N)
-        col_ok = cols < n_list
-        if DENSE:
-            j = cols
-        else:
+    if DENSE:
+        n_full = (n_list // BLOCK_N) * BLOCK_N
+        for c in range(0, n_full, BLOCK_N):
+            j = c + tl.arange(0, BLOCK_N)
+            dq = _bwd_tile(q, do, dq, lse2, delta, Kp, Vp, Sp, Ep, DK, DV, DS, kv_base, s_base, j,
+                           j >= 0, p, qk_scale, scale, row0 + j, HEAD_D, HEAD_DP, False, False,
+                           USE_E, PREC, DS_F32, DETERMINISTIC)
+        if n_full < n_list:
+            j = n_full + tl.arange(0, BLOCK_N)
+            dq = _bwd_tile(q, do, dq, lse2, delta, Kp, Vp, Sp, Ep, DK, DV, DS, kv_base, s_base, j,
+                           j < n_list, p, qk_scale, scale, row0 + j, HEAD_D, HEAD_DP, True, False,
+                           USE_E, PREC, DS_F32, DETERMINISTIC)
+    else:
+        for c in range(0, n_list, BLOCK_N):
+            cols = c + tl.arange(0, BLOCK_N)
+            col_ok = cols < n_list
             j = tl.load(IDX + lst + cols, mask=col_ok, other=0)
-        dq = _bwd_tile(q, do, dq, lse2, delta, Kp, Vp, Sp, Ep, DK, DV, DS, kv_base, bh, j,
-                       col_ok, p, row_ok, n_k, qk_scale, scale, row0 + cols, HEAD_D, CAUSAL,
-                       USE_E, PREC, DS_F32, DETERMINISTIC)
+            dq = _bwd_tile(q, do, dq, lse2, delta, Kp, Vp, Sp, Ep, DK, DV, DS, kv_base, s_base, j,
+                           col_ok, p, qk_scale, scale, row0 + cols, HEAD_D, HEAD_DP, True, False,
+                           USE_E, PREC, DS_F32, DETERMINISTIC)
     if CAUSAL:
         for c in range(p0, p1 + 1, BLOCK_N):
             j = c + tl.arange(0, BLOCK_N)
-            col_ok = j <= p1
-            dq = _bwd_tile(q, do, dq, lse2, delta, Kp, Vp, Sp, Ep, DK, DV, DS, kv_base, bh, j,
-                           col_ok, p, row_ok, n_k, qk_scale, scale, row0 + LIST_W + (j - p0),
-                           HEAD_D, CAUSAL, USE_E, PREC, DS_F32, DETERMINISTIC)
-    tl.store(DQ + qrow[:, None] + d[None, :], (dq * scale).to(DQ.dtype.element_ty),
-             mask=row_ok[:, None])
+            dq = _bwd_tile(q, do, dq, lse2, delta, Kp, Vp, Sp, Ep, DK, DV, DS, kv_base, s_base, j,
+                           j <= p1, p, qk_scale, scale, row0 + LIST_W + (j - p0), HEAD_D, HEAD_DP,
+                           True, True, USE_E, PREC, DS_F32, DETERMINISTIC)
+    _store_rows(DQ, qrow, row_ok, d, (dq * scale).to(DQ.dtype.element_ty), HEAD_D, HEAD_DP)
 
 
 @triton.jit
-def reduce_partials_kernel(PK, PV, PS, ROWS, OFF, CNT, DK, DV, DS, HEAD_D: tl.constexpr):
+def reduce_partials_kernel(PK, PV, PS, ROWS, OFF, CNT, DK, DV, DS, HEAD_D: tl.constexpr,
+                           HEAD_DP: tl.constexpr):
     """One program per key (``B*Hkv*K`` programs): sum its partial rows, in the order of ROWS.
 
     ROWS int64: the partial rows sorted by key (each key's rows ascending); OFF, CNT int64
     ``[B*Hkv*K]``: where each key's rows start and how many; DK, DV fp32 ``[B*Hkv*K, D]`` and DS
-    fp32 ``[B*Hkv*K]`` out. A fixed order of additions: the same bits on every run.
+    fp32 ``[B*Hkv*K]`` out (D = HEAD_D, padded to HEAD_DP lanes). A fixed order of additions: the
+    same bits on every run.
     """
     key = tl.program_id(0).to(tl.int64)
-    d = tl.arange(0, HEAD_D)
+    d = tl.arange(0, HEAD_DP)
+    dm = d < HEAD_D
     off = tl.load(OFF + key)
     n = tl.load(CNT + key)
-    dk = tl.zeros([HEAD_D], tl.float32)
-    dv = tl.zeros([HEAD_D], tl.float32)
+    dk = tl.zeros([HEAD_DP], tl.float32)
+    dv = tl.zeros([HEAD_DP], tl.float32)
     ds = 0.0
     for t in range(n):
         row = tl.load(ROWS + off + t)
-        dk += tl.load(PK + row * HEAD_D + d)
-        dv += tl.load(PV + row * HEAD_D + d)
+        dk += tl.load(PK + row * HEAD_D + d, mask=dm, other=0.0)
+        dv += tl.load(PV + row * HEAD_D + d, mask=dm, other=0.0)
         ds += tl.load(PS + row)
-    tl.store(DK + key * HEAD_D + d, dk)
-    tl.store(DV + key * HEAD_D + d, dv)
+    tl.store(DK + key * HEAD_D + d, dk, mask=dm)
+    tl.store(DV + key * HEAD_D + d, dv, mask=dm)
     tl.store(DS + key, ds)

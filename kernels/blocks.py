@@ -34,7 +34,7 @@ from dma_ref.validate import check_mode, check_tensor, check_window
 
 from .lifetimes import _on_triton, global_lifetimes_unchecked, lifetimes_unchecked
 
-__all__ = ["KeyPlan", "block_key_lists", "build_plan", "topw_key_lists"]
+__all__ = ["KeyPlan", "block_key_lists", "build_plan", "plan_shapes", "topw_key_lists"]
 
 
 @dataclass
@@ -173,6 +173,24 @@ def topw_key_lists(s: torch.Tensor, window: int, n_qb: int):
     return idx, start.contiguous(), count
 
 
+def plan_shapes(BH: int, K: int, q_len: int, window: int, *, causal: bool, block_q: int,
+                lists: bool | None = None) -> tuple[bool, dict]:
+    """``(dense, {"e", "idx", "start", "count": (shape, dtype)})`` of the plan ``build_plan``
+    makes for ``BH = B * Hkv`` heads, from the sizes alone (the fake tensors of the custom
+    operator in autograd.py use it; no size ever depends on the scores)."""
+    n_qb = -(-q_len // block_q)
+    none = ((0,), torch.int32)
+    lists_of = {"start": ((BH, n_qb), torch.int64), "count": ((BH, n_qb), torch.int32)}
+    if window >= K:                                         # no selection at all
+        return True, {"e": none, "idx": none, "start": none, "count": none}
+    if not causal:                                          # one top-w list per head
+        return False, {"e": none, "idx": ((BH * window,), torch.int32), **lists_of}
+    e = ((BH, K), torch.int32)
+    if lists is False or (lists is None and 2 * window >= K):
+        return True, {"e": e, "idx": none, "start": none, "count": none}
+    return False, {"e": e, "idx": ((BH * n_qb * window,), torch.int32), **lists_of}
+
+
 def build_plan(s: torch.Tensor, window: int, q_len: int, *, causal: bool = True,
                mode: str = "row", block_q: int = 64, lists: bool | None = None) -> KeyPlan:
     """Everything the kernels need to know about the mask, for ``Q = q_len`` query rows.
@@ -196,17 +214,22 @@ def build_plan(s: torch.Tensor, window: int, q_len: int, *, causal: bool = True,
                            "imported (call dma_ref.setup_device() first)")
     B, H, K = s.shape
     n_qb = -(-q_len // block_q)
-    empty = torch.empty(0, dtype=torch.int32, device=s.device)
+    dense, shapes = plan_shapes(B * H, K, q_len, window, causal=causal, block_q=block_q,
+                                lists=lists)
+
+    def empty():
+        return torch.empty(0, dtype=torch.int32, device=s.device)
+
     if window >= K:                                         # no selection at all
-        return KeyPlan(causal, True, window, block_q, n_qb, empty, empty, empty, empty)
+        return KeyPlan(causal, True, window, block_q, n_qb, empty(), empty(), empty(), empty())
     if not causal:                                          # row and global modes coincide
         idx, start, count = topw_key_lists(s, window, n_qb)
-        return KeyPlan(False, False, window, block_q, n_qb, empty, idx, start, count)
+        return KeyPlan(False, False, window, block_q, n_qb, empty(), idx, start, count)
     if mode == "row":
         e = lifetimes_unchecked(s, window)                              # int32 [BH, K]
     else:
         e = global_lifetimes_unchecked(s, window).reshape(B * H, K).to(torch.int32)
-    if lists is False or (lists is None and 2 * window >= K):
-        return KeyPlan(True, True, window, block_q, n_qb, e, empty, empty, empty)
+    if dense:
+        return KeyPlan(True, True, window, block_q, n_qb, e, empty(), empty(), empty())
     idx, start, count = block_key_lists(e, q_len, block_q, window)
     return KeyPlan(True, False, window, block_q, n_qb, e, idx, start, count)

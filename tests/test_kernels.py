@@ -127,6 +127,47 @@ def test_large_head_dims(D):
     check_against_naive(*make_inputs(1, 2, 1, 33, 33, D), 9)
 
 
+@pytest.mark.parametrize("D,Q,K,w,mode", [
+    (8, 33, 33, 9, "row"),                 # padded to 16 (tl.dot's minimum)
+    (24, 20, 41, 9, "row"),                # padded to 32, Q < K
+    (80, 33, 33, 40, "row"),               # 2w >= K: the list-free path
+    (96, 17, 17, 30, "row"),               # w >= K: the dense path
+    (40, 33, 33, 7, "global"),
+])
+def test_head_dims_that_are_not_powers_of_two(D, Q, K, w, mode):
+    """Any multiple of 8 up to 256: the kernels pad D to a power of two inside and must neither
+    read nor write the padding (q, k, v are not copied). GQA 4:2 with ties."""
+    check_against_naive(*make_inputs(1, 4, 2, Q, K, D, ties=2), w, mode=mode)
+
+
+@pytest.mark.parametrize("D", [160, 192])
+def test_wide_head_dims_that_are_not_powers_of_two(D):
+    check_against_naive(*make_inputs(1, 2, 1, 20, 20, D), 6)
+
+
+def test_deterministic_backward_with_a_padded_head_dim():
+    cfg = KernelConfig(rows=32, block_n=16, num_warps=4, num_stages=1)
+    check_against_naive(*make_inputs(1, 4, 2, 30, 30, 24, ties=2), 7, bwd_config=cfg,
+                        deterministic=True)
+
+
+def test_unchecked_nan_and_inf_scores_give_nan_rows_not_plausible_values():
+    """With ``check_values=False`` (the CUDA default: no host sync) a NaN or +inf score ranks
+    first, so every row that can see the key is NaN; rows before it stay exact."""
+    q, k, v, s = make_inputs(1, 2, 1, 40, 40, 16)
+    ref = dma_attention(q, k, v, s, 5)
+    for bad in (math.nan, math.inf):
+        s_bad = s.clone()
+        s_bad[0, 0, 25] = bad
+        with pytest.raises(ValueError, match="s contains"):
+            dma_attention(q, k, v, s_bad, 5)               # checked by default on the CPU
+        o = dma_attention(q, k, v, s_bad, 5, check_values=False)
+        assert torch.isnan(o[..., 25:, :]).all(dim=-1).all()
+        torch.testing.assert_close(o[..., :25, :], ref[..., :25, :], rtol=0, atol=0)
+    with pytest.raises(TypeError, match="check_values"):
+        dma_attention(q, k, v, s, 5, check_values=1)
+
+
 @pytest.mark.parametrize("fwd,bwd", [
     (KernelConfig(rows=16, block_n=16, max_heads=2), KernelConfig(rows=64, block_n=32)),
     (KernelConfig(rows=64, block_n=64, max_heads=1), KernelConfig(rows=16, block_n=16, max_heads=1)),
@@ -158,7 +199,8 @@ def test_dma_attention_is_causal_in_row_mode():
 
 @pytest.mark.parametrize("kwargs,exc,words", [
     ({"dtype": torch.float64}, TypeError, "float64"),
-    ({"D": 24}, ValueError, "D=24"),
+    ({"D": 20}, ValueError, "D=20"),               # not a multiple of 8
+    ({"D": 264}, ValueError, "D=264"),             # over 256
     ({"Q": 10, "K": 5}, ValueError, "Q <= K"),
     ({"w": 0}, ValueError, "window"),
     ({"mode": "rows"}, ValueError, "mode"),
