@@ -422,7 +422,7 @@ def dma_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Te
 
     ``check_values``: reject NaN or +inf scores with a ``ValueError``. That check reads s back to
     the host (a synchronisation, which stalls the launch queue and cannot be captured in a CUDA
-    graph), so the default (None) checks on the CPU and skips on CUDA. Unchecked, a NaN or +inf
+    graph), so the default (None) checks on the CPU and skips on CUDA and under ``torch.compile``. Unchecked, a NaN or +inf
     score ranks first and turns every row that keeps it into NaN: never a silent wrong value.
     Shapes, dtypes and devices are always checked (on the host, for free).
 
@@ -434,8 +434,8 @@ def dma_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Te
     if q.dtype not in DTYPES:
         raise TypeError(f"dma_attention supports q, k, v in float16, bfloat16 or float32; got "
                         f"{q.dtype} (use dma_ref.naive_dma_attention for {q.dtype})")
-    if check_values is None:
-        check_values = q.device.type != "cuda"
+    if check_values is None:      # traced by torch.compile: no data-dependent Python branch
+        check_values = q.device.type != "cuda" and not torch.compiler.is_compiling()
     check_flag(check_values, "check_values")
     check_scores(s, B, Hkv, K, q.device, values=check_values)
     w = check_window(window)
