@@ -19,6 +19,7 @@ variant and size class; warm up once before capturing a CUDA graph.
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import torch
@@ -71,11 +72,14 @@ FWD_CONFIG = KernelConfig(rows=128)
 BWD_CONFIG = KernelConfig(rows=128)
 # The interpreter runs programs one after another in NumPy: small tiles keep tests fast.
 INTERP_CONFIG = KernelConfig(rows=32, block_n=16, num_warps=1, num_stages=1, max_heads=4)
-# (BLOCK_N, num_warps, num_stages) tried by the autotuner. The first of each list is the best
-# config of the 2026-11 measurements (forward 32/4/3, backward 64/8/1); the others are the
-# candidates of HOPPER.md's habits (wider wgmma tiles, 8 warps, deeper pipelines).
-FWD_TUNING = ((32, 4, 3), (64, 4, 3), (64, 8, 3), (128, 8, 2), (32, 4, 4), (64, 4, 2))
-BWD_TUNING = ((64, 8, 1), (32, 4, 1), (32, 4, 2), (64, 4, 2), (64, 8, 2), (128, 8, 1))
+# Autotuning candidates on CUDA: (BLOCK_N, num_warps, num_stages, split). ``split`` = 2 packs
+# half the query heads per program (GH / 2: M = 64 rows instead of 128) with the same key lists.
+# Chosen from scripts/compile_sm90.py (D = 128, bf16, sm_90): with 4 warps, 128 rows spill
+# 3-5 KB of registers per thread in the forward (the 2026-11 default, 32/4/3, included for
+# comparison) and 8-12 KB in the backward; with 8 warps 0.1-1 KB (forward), 1.5-3 KB
+# (backward, 128 rows) and 0.4 KB (backward, 64 rows).
+FWD_TUNING = ((64, 8, 3, 1), (32, 8, 3, 1), (128, 8, 2, 1), (32, 4, 3, 1), (64, 8, 3, 2))
+BWD_TUNING = ((64, 8, 1, 1), (32, 8, 1, 1), (32, 8, 1, 2), (64, 8, 1, 2), (32, 4, 1, 2))
 
 
 def _padded(D: int) -> int:
@@ -124,76 +128,121 @@ def _interpreting() -> bool:
 
 # ------------------------------------------------------------------------------ autotuning
 
+def _candidates(name: str) -> list:
+    tuning = FWD_TUNING if name == "fwd" else BWD_TUNING
+    return [triton.Config({"BLOCK_N": n, "SPLIT": split}, num_warps=w, num_stages=s)
+            for n, w, s, split in tuning]
+
+
 def _prune(configs, named_args, **kwargs):
-    """Drop tiles whose K/V (and, backward, fp32 dK/dV) rows cannot fit: BLOCK_N x D x bytes
-    over 32 KB forward and 16 KB backward (the limits of the 2026-11 measurements)."""
+    """The candidates for one launch, with the head packing made concrete (``GH`` = the
+    call's ``GH_MAX`` / split). Tiles whose K/V rows cannot fit (BLOCK_N x D x bytes over 32 KB
+    forward, 16 KB backward: the limits of the 2026-11 measurements) and 8 warps on fewer than
+    64 rows (overhead only) are dropped."""
     D = kwargs["HEAD_DP"]
     backward = "DS_F32" in kwargs
     elt = 4 if named_args["Qp"].dtype == torch.float32 or kwargs.get("DS_F32") else 2
-    limit = (16384 if backward else 32768) // (D * elt)
-    rows = kwargs["GH"] * kwargs["BLOCK_Q"]
-    kept = [c for c in configs if c.kwargs["BLOCK_N"] <= max(16, limit)
-            and (rows >= 64 or c.num_warps <= 4)]          # 8 warps on < 64 rows: overhead only
-    return kept or configs[:1]
+    limit = max(16, (16384 if backward else 32768) // (D * elt))
+    kept, seen = [], set()
+    for c in configs:
+        GH = max(1, kwargs["GH_MAX"] // c.kwargs["SPLIT"])
+        rows = GH * kwargs["BLOCK_Q"]
+        key = (c.kwargs["BLOCK_N"], GH, c.num_warps, c.num_stages)
+        if c.kwargs["BLOCK_N"] > limit or rows < 16 or (rows < 64 and c.num_warps > 4) or key in seen:
+            continue
+        seen.add(key)
+        kept.append(triton.Config({"BLOCK_N": c.kwargs["BLOCK_N"], "GH": GH},
+                                  num_warps=c.num_warps, num_stages=c.num_stages))
+    if not kept:                                      # tiny shapes: the smallest safe tile
+        kept = [triton.Config({"BLOCK_N": 16, "GH": kwargs["GH_MAX"]}, num_warps=4,
+                              num_stages=1)]
+    return kept
 
 
-_TUNED: dict[str, object] = {}
-# The variant of each kernel, its size class (log2 of the program count: decoding and prefill
-# get their own tiles, but a new K does not re-tune) and the dtypes make the tuning key.
-_KEY = ["HEAD_DP", "GH", "BLOCK_Q", "CAUSAL", "DENSE", "USE_E", "PREC", "SIZE_CLASS"]
+class _Tuner(triton.runtime.Autotuner):
+    """Triton's autotuner, with the candidates compiled in parallel threads before the first
+    timing of a key (Triton's compiler releases the GIL: on the 16-core GPU host this turns
+    ~5 x 8 s of compilation per kernel variant into ~10 s) and the ``GH_MAX`` hint dropped
+    before launching (the config's ``GH`` replaces it)."""
+
+    def run(self, *args, **kwargs):
+        gh_max = kwargs.pop("GH_MAX")
+        self._gh_max = gh_max
+        return super().run(*args, **kwargs)
+
+    def prune_configs(self, kwargs):
+        configs = _prune(self.configs, self.nargs, **kwargs, GH_MAX=self._gh_max)
+        args = list(self.nargs.values())
+        meta = {k: v for k, v in kwargs.items() if k not in ("grid", "warmup")}
+
+        def warm(c):
+            self.fn.warmup(*args, grid=(1, 1, 1), **meta, **c.all_kwargs())
+
+        warm(configs[0])                  # first in this thread: Triton's per-device caches
+        with ThreadPoolExecutor(max(1, min(len(configs) - 1, os.cpu_count() or 1))) as pool:
+            list(pool.map(warm, configs[1:]))
+        return configs
 
 
-def _tuned(name: str):
+_TUNED: dict[str, _Tuner] = {}
+# The variant of each kernel, the number of query heads per KV head, its size class (log2 of
+# the query-block count: decoding and prefill get their own tiles, a new K does not re-tune)
+# and the dtypes (added by Triton) make the tuning key.
+_KEY = ["HEAD_DP", "G", "BLOCK_Q", "CAUSAL", "DENSE", "USE_E", "PREC", "SIZE_CLASS"]
+
+
+def _tuned(name: str) -> _Tuner:
     """The autotuned launcher of ``dma_fwd_kernel`` / ``dma_bwd_kernel`` (built on first use:
     the interpreter never needs it)."""
     if name not in _TUNED:
-        if name == "fwd":
-            configs = [triton.Config({"BLOCK_N": n}, num_warps=w, num_stages=s)
-                       for n, w, s in FWD_TUNING]
-            _TUNED[name] = triton.autotune(configs, key=_KEY,
-                                           prune_configs_by={"early_config_prune": _prune})(
-                dma_fwd_kernel)
-        else:
-            configs = [triton.Config({"BLOCK_N": n}, num_warps=w, num_stages=s)
-                       for n, w, s in BWD_TUNING]
-            # The atomics accumulate into DK, DV, DS: zero them before every timed run.
-            _TUNED[name] = triton.autotune(configs, key=_KEY + ["DETERMINISTIC", "HAS_DLSE"],
-                                           reset_to_zero=["DK", "DV", "DS"],
-                                           prune_configs_by={"early_config_prune": _prune})(
-                dma_bwd_kernel)
+        kernel = dma_fwd_kernel if name == "fwd" else dma_bwd_kernel
+        key = _KEY if name == "fwd" else _KEY + ["DETERMINISTIC", "HAS_DLSE"]
+        # The backward's atomics accumulate into DK, DV, DS: zero them before every timed run.
+        reset = None if name == "fwd" else ["DK", "DV", "DS"]
+        _TUNED[name] = _Tuner(kernel, kernel.arg_names, _candidates(name), key, reset, None)
     return _TUNED[name]
 
 
-def _launcher(kernel, name: str, cfg: KernelConfig, grid, GH: int, block_q: int):
-    """``(launch, meta)``: ``kernel[grid]`` with the config's tile, or the autotuned launcher
-    when ``block_n`` is None on CUDA (under the interpreter: ``INTERP_CONFIG``'s tile)."""
-    if cfg.block_n is None:
-        if not _interpreting():
-            return _tuned(name)[grid], {}
-        cfg = INTERP_CONFIG
-    meta = {"BLOCK_N": cfg.block_n, "num_warps": _warps(cfg, GH, block_q),
-            "num_stages": cfg.num_stages}
-    return kernel[grid], meta
+def _launch(kernel, name: str, cfg: KernelConfig, GH: int, n_qb: int, BH: int, G: int,
+            args: tuple, consts: dict, tune: bool = True) -> None:
+    """Launch ``kernel`` over ``(n_qb, BH * ceil(G / GH))`` programs: with the config's tile,
+    or autotuned (``cfg.block_n`` None on CUDA, ``tune``): BLOCK_N, warps, stages and the head
+    packing (GH or GH / 2). Under the interpreter ``INTERP_CONFIG``'s tile; with
+    ``DMA_REF_AUTOTUNE=0`` in the environment the first candidate that fits (tests that compile
+    many shapes; the tuning's own test runs every candidate)."""
+    if cfg.block_n is None and not _interpreting():
+        if tune and os.environ.get("DMA_REF_AUTOTUNE", "1") != "0":
+            grid = lambda meta: (n_qb, BH * triton.cdiv(G, meta["GH"]))
+            _tuned(name)[grid](*args, **consts, GH_MAX=GH)
+            return
+        first = _prune(_candidates(name), {"Qp": args[0]}, **consts, GH_MAX=GH)[0]
+        GH = first.kwargs["GH"] if tune else GH
+        meta = {"BLOCK_N": first.kwargs["BLOCK_N"], "num_warps": first.num_warps,
+                "num_stages": first.num_stages}
+    else:
+        cfg = INTERP_CONFIG if cfg.block_n is None else cfg
+        meta = {"BLOCK_N": cfg.block_n, "num_warps": _warps(cfg, GH, consts["BLOCK_Q"]),
+                "num_stages": cfg.num_stages}
+    kernel[(n_qb, BH * triton.cdiv(G, GH))](*args, **consts, GH=GH, **meta)
 
 
 def dma_forward(q, k, v, s32, plan: KeyPlan, scale: float, cfg: KernelConfig, GH: int,
                 keep_fp32: bool = False):
     """Launch the forward. Returns ``(o [B, Hq, Q, D] in q's dtype, lse [B, Hq, Q] fp32, o32)``;
-    ``o32`` is o in fp32 when ``keep_fp32`` and q is not fp32 (for the backward's Delta), else o."""
+    ``o32`` is o in fp32 when ``keep_fp32`` and q is not fp32 (for the backward's Delta), else o.
+    GH: query heads packed per program (at most; the autotuner may halve it)."""
     B, Hq, Q, D = q.shape
     Hkv, K = k.shape[1], k.shape[2]
     G = Hq // Hkv
-    n_hg = -(-G // GH)
     o = torch.empty_like(q)
     store32 = keep_fp32 and q.dtype != torch.float32
     o32 = torch.empty(q.shape, dtype=torch.float32, device=q.device) if store32 else o
     lse = torch.empty(B, Hq, Q, dtype=torch.float32, device=q.device)
-    grid = (plan.n_qb, B * Hkv * n_hg)
-    launch, meta = _launcher(dma_fwd_kernel, "fwd", cfg, grid, GH, plan.block_q)
-    launch(q, k, v, s32, plan.e, plan.idx, plan.start, plan.count, o, o32, lse,
-           Q, K, G, plan.n_qb, n_hg, scale * LOG2E, (grid[0] * grid[1]).bit_length(),
-           BLOCK_Q=plan.block_q, GH=GH, HEAD_D=D, HEAD_DP=_padded(D), CAUSAL=plan.causal,
-           DENSE=plan.dense, USE_E=plan.use_e, PREC=_prec(q.dtype), STORE_O32=store32, **meta)
+    consts = {"BLOCK_Q": plan.block_q, "HEAD_D": D, "HEAD_DP": _padded(D), "CAUSAL": plan.causal,
+                  "DENSE": plan.dense, "USE_E": plan.use_e, "PREC": _prec(q.dtype), "STORE_O32": store32}
+    args = (q, k, v, s32, plan.e, plan.idx, plan.start, plan.count, o, o32, lse,
+            Q, K, G, plan.n_qb, scale * LOG2E, plan.n_qb.bit_length())
+    _launch(dma_fwd_kernel, "fwd", cfg, GH, plan.n_qb, B * Hkv, G, args, consts)
     return o, lse, o32
 
 
@@ -204,7 +253,8 @@ def dma_backward(do, q, k, v, s32, o, lse, plan: KeyPlan, scale: float, cfg: Ker
     o: the forward output in fp32 (``dma_forward(..., keep_fp32=True)``) for an accurate Delta
     (computed inside the kernel).
     ``deterministic``: partial buffers and a fixed-order reduction instead of atomic adds
-    (sparse plans only; see backward.py). ``dlse``: the gradient of lse ``[B, Hq, Q]``, if any."""
+    (sparse plans only; see backward.py; its head packing is not tuned, the partial rows
+    depend on it). ``dlse``: the gradient of lse ``[B, Hq, Q]``, if any."""
     B, Hq, Q, D = q.shape
     Hkv, K = k.shape[1], k.shape[2]
     G = Hq // Hkv
@@ -219,17 +269,16 @@ def dma_backward(do, q, k, v, s32, o, lse, plan: KeyPlan, scale: float, cfg: Ker
         rows = B * Hkv * n_hg * plan.n_qb * (list_w + plan.block_q)
         pk = torch.empty(rows, D, dtype=torch.float32, device=q.device)
         pv, ps = torch.empty_like(pk), torch.empty(rows, dtype=torch.float32, device=q.device)
-    grid = (plan.n_qb, B * Hkv * n_hg)
-    launch, meta = _launcher(dma_bwd_kernel, "bwd", cfg, grid, GH, plan.block_q)
-    launch(q, k, v, s32, plan.e, plan.idx, plan.start, plan.count, do, lse,
-           lse if dlse is None else dlse, o, dq,
-           *((pk, pv, ps) if deterministic else (dk, dv, ds)),
-           Q, K, G, plan.n_qb, n_hg, scale * LOG2E, scale, list_w,
-           (grid[0] * grid[1]).bit_length(),
-           BLOCK_Q=plan.block_q, GH=GH, HEAD_D=D, HEAD_DP=_padded(D), CAUSAL=plan.causal,
-           DENSE=plan.dense, USE_E=plan.use_e, PREC=_prec(q.dtype),
-           DS_F32=q.dtype == torch.float16, DETERMINISTIC=deterministic,
-           HAS_DLSE=dlse is not None, **meta)
+    consts = {"BLOCK_Q": plan.block_q, "HEAD_D": D, "HEAD_DP": _padded(D), "CAUSAL": plan.causal,
+                  "DENSE": plan.dense, "USE_E": plan.use_e, "PREC": _prec(q.dtype),
+                  "DS_F32": q.dtype == torch.float16, "DETERMINISTIC": deterministic,
+                  "HAS_DLSE": dlse is not None}
+    args = (q, k, v, s32, plan.e, plan.idx, plan.start, plan.count, do, lse,
+            lse if dlse is None else dlse, o, dq,
+            *((pk, pv, ps) if deterministic else (dk, dv, ds)),
+            Q, K, G, plan.n_qb, scale * LOG2E, scale, list_w, plan.n_qb.bit_length())
+    _launch(dma_bwd_kernel, "bwd", cfg, GH, plan.n_qb, B * Hkv, G, args, consts,
+            tune=not deterministic)
     if deterministic:
         _reduce_partials(pk, pv, ps, key_map, n_hg, K, dk, dv, ds)
     return dq, dk, dv, ds

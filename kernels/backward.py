@@ -79,7 +79,7 @@ def _bwd_tile(q, do, dq, lse2, delta, Kp, Vp, Sp, Ep, DK, DV, DS, kv_base, s_bas
 
 @triton.jit(do_not_specialize=["SIZE_CLASS"])
 def dma_bwd_kernel(Qp, Kp, Vp, Sp, Ep, IDX, START, CNT, DOp, LSE, DLSE, O32, DQ, DK, DV, DS,
-                   n_q, n_k, G, n_qb, n_hg, qk_scale, scale, LIST_W, SIZE_CLASS,
+                   n_q, n_k, G, n_qb, qk_scale, scale, LIST_W, SIZE_CLASS,
                    BLOCK_Q: tl.constexpr, GH: tl.constexpr, BLOCK_N: tl.constexpr,
                    HEAD_D: tl.constexpr, HEAD_DP: tl.constexpr, CAUSAL: tl.constexpr,
                    DENSE: tl.constexpr, USE_E: tl.constexpr, PREC: tl.constexpr,
@@ -92,7 +92,7 @@ def dma_bwd_kernel(Qp, Kp, Vp, Sp, Ep, IDX, START, CNT, DOp, LSE, DLSE, O32, DQ,
     SIZE_CLASS is not read: it is part of the autotuning key."""
     qb = tl.program_id(0)
     pid = tl.program_id(1)
-    bh, row_ok, p, hrow, p0, p1 = _block_rows(qb, pid, n_hg, G, n_q, n_k, BLOCK_Q, GH)
+    bh, row_ok, p, hrow, p0, p1 = _block_rows(qb, pid, G, n_q, n_k, BLOCK_Q, GH)
     M: tl.constexpr = GH * BLOCK_Q
     qrow = hrow * HEAD_D
     d = tl.arange(0, HEAD_DP)

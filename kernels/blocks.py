@@ -214,7 +214,7 @@ def build_plan(s: torch.Tensor, window: int, q_len: int, *, causal: bool = True,
                            "imported (call dma_ref.setup_device() first)")
     B, H, K = s.shape
     n_qb = -(-q_len // block_q)
-    dense, shapes = plan_shapes(B * H, K, q_len, window, causal=causal, block_q=block_q,
+    dense, _shapes = plan_shapes(B * H, K, q_len, window, causal=causal, block_q=block_q,
                                 lists=lists)
 
     def empty():

@@ -102,13 +102,14 @@ def _fwd_tile(q, acc, m_i, l_i, Kp, Vp, Sp, Ep, kv_base, s_base, j, col_ok, p, q
 
 
 @triton.jit
-def _block_rows(qb, pid, n_hg, G, n_q, n_k, BLOCK_Q: tl.constexpr, GH: tl.constexpr):
+def _block_rows(qb, pid, G, n_q, n_k, BLOCK_Q: tl.constexpr, GH: tl.constexpr):
     """The packed rows of program ``(qb, pid)``, shared by the forward and the backward.
 
     Row r is query row ``i = qb BLOCK_Q + r % BLOCK_Q`` of query head ``g = hg GH + r // BLOCK_Q``.
     Returns ``bh`` (KV head), per row ``row_ok``, ``p`` (position) and ``hrow`` (row of the
     ``[B*Hq, Q]`` layout), and the block's first and last positions ``p0, p1``.
     """
+    n_hg = tl.cdiv(G, GH)                           # head groups per KV head
     bh = (pid // n_hg).to(tl.int64)                 # int64: bh * K may pass 2^31 (many heads)
     hg = pid % n_hg
     rows = tl.arange(0, GH * BLOCK_Q)
@@ -140,7 +141,7 @@ def _list_bounds(START, CNT, bh, qb, n_qb, n_k, p0, CAUSAL: tl.constexpr, DENSE:
 
 @triton.jit(do_not_specialize=["SIZE_CLASS"])
 def dma_fwd_kernel(Qp, Kp, Vp, Sp, Ep, IDX, START, CNT, Op, O32, LSE,
-                   n_q, n_k, G, n_qb, n_hg, qk_scale, SIZE_CLASS,
+                   n_q, n_k, G, n_qb, qk_scale, SIZE_CLASS,
                    BLOCK_Q: tl.constexpr, GH: tl.constexpr, BLOCK_N: tl.constexpr,
                    HEAD_D: tl.constexpr, HEAD_DP: tl.constexpr, CAUSAL: tl.constexpr,
                    DENSE: tl.constexpr, USE_E: tl.constexpr, PREC: tl.constexpr,
@@ -149,11 +150,11 @@ def dma_fwd_kernel(Qp, Kp, Vp, Sp, Ep, IDX, START, CNT, Op, O32, LSE,
     ``[B*Hkv, K]``; IDX/START/CNT the CSR key lists; LSE fp32 ``[B*Hq, Q]``; with STORE_O32 also
     o in fp32 into O32 (the backward's ``Delta = rowsum(dO * O)`` from a bf16-rounded O would be
     the largest error of dq, dk and ds: about 3x the rounding error of the result).
-    Grid ``(n_qb, B*Hkv*n_hg)``; head group hg covers query heads ``hg*GH .. hg*GH+GH-1``.
+    Grid ``(n_qb, B*Hkv*n_hg)``, ``n_hg = ceil(G / GH)``; head group hg covers query heads
+    ``hg*GH .. hg*GH+GH-1``.
     SIZE_CLASS is not read: it is part of the autotuning key (log2 of the program count)."""
     qb = tl.program_id(0)
-    bh, row_ok, p, hrow, p0, p1 = _block_rows(qb, tl.program_id(1), n_hg, G, n_q, n_k, BLOCK_Q,
-                                              GH)
+    bh, row_ok, p, hrow, p0, p1 = _block_rows(qb, tl.program_id(1), G, n_q, n_k, BLOCK_Q, GH)
     M: tl.constexpr = GH * BLOCK_Q
     qrow = hrow * HEAD_D
     d = tl.arange(0, HEAD_DP)
