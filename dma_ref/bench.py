@@ -374,6 +374,8 @@ class Prepared:
     fwdbwd: Callable[[], object]
     notes: list[str] = field(default_factory=list)
     to_bhnd: Callable[[torch.Tensor], torch.Tensor] = (lambda o: o)   # output -> [B, Hq, N, D]
+    # More timings for the note, run after the peak memory is read (CUDA graphs keep a pool).
+    extra: Callable[[], list[str]] | None = None
 
 
 def _host_ms(fn: Callable[[], object]) -> float:
@@ -410,7 +412,55 @@ def prepare_dma_triton(case: Case, w: int, timer: Timer) -> Prepared:
 
     def fwdbwd():
         return torch.autograd.grad(dma_attention(q, k, v, s, w), (q, k, v, s), do)
-    return Prepared(fwd, fwdbwd, notes)
+
+    def extra() -> list[str]:
+        try:
+            return _dma_split(case, w, timer, fwd, fwdbwd)
+        except Exception as err:  # noqa: BLE001 - the split is extra information, never fatal
+            return [f"split not timed ({type(err).__name__}: {str(err)[:120]})"]
+    return Prepared(fwd, fwdbwd, notes, extra=extra)
+
+
+def _dma_split(case: Case, w: int, timer: Timer, fwd, fwdbwd) -> list[str]:
+    """Where DMA's time goes: the forward kernel alone on a prebuilt plan (``fwd_kernel_ms``),
+    the whole forward and forward + backward replayed from a CUDA graph (``graph_fwd_ms``,
+    ``graph_fwdbwd_ms``: the same GPU work without Python and launch overhead), and the tiles
+    the autotuner chose (``tuned_fwd`` / ``tuned_bwd``: BLOCK_N, query heads per program,
+    warps, stages)."""
+    from dma_ref.kernels import FWD_CONFIG, build_plan
+    from dma_ref.kernels.autograd import _TUNED, _fit, _shape, dma_forward
+
+    q, k, v, s = case.q, case.k, case.v, case.s
+    D, N = q.shape[-1], q.shape[2]
+    cfg = _fit(FWD_CONFIG, D, 2, False)
+    GH, bq = _shape(cfg, case.G, N)
+    plan = build_plan(s.detach(), w, N, block_q=bq)
+    s32 = s.detach().float().contiguous()
+    qd, kd, vd = q.detach(), k.detach(), v.detach()
+    notes = [f"fwd_kernel_ms={timer(lambda: dma_forward(qd, kd, vd, s32, plan, D**-0.5, cfg, GH, True)):.4f}"]
+    for name, fn in (("graph_fwd_ms", fwd), ("graph_fwdbwd_ms", fwdbwd)):
+        notes.append(f"{name}={timer(_graphed(fn)):.4f}")
+    for name in ("fwd", "bwd"):
+        best = getattr(_TUNED.get(name), "best_config", None)
+        if best is not None:
+            notes.append(f"tuned_{name}=BN{best.kwargs['BLOCK_N']}/GH{best.kwargs['GH']}/"
+                         f"w{best.num_warps}/s{best.num_stages}")
+    return notes
+
+
+def _graphed(fn: Callable[[], object]) -> Callable[[], None]:
+    """``fn`` captured once in a CUDA graph (after two warm-up calls on a side stream);
+    returns the replay."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph.replay
 
 
 def _repeat_kv(case: Case) -> tuple[torch.Tensor, torch.Tensor]:
@@ -750,6 +800,8 @@ def measure(case: Case, method: str, w: int, w_key, D: int, N: int, args, timer:
                 fb_ms = timer(prepared.fwdbwd)
                 history[(method, D, w_key, N, "fwdbwd")] = fb_ms
         peak = torch.cuda.max_memory_allocated() - base
+        if prepared.extra is not None:
+            notes += prepared.extra()
         if method == "dma_triton" and not args.no_check:
             notes += dma_checks(case, w, prepared, ref_n_max=4096)
         elif method in ("flex_blockmask", "official_triton") and not args.no_check and w in case.ref:

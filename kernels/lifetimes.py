@@ -131,7 +131,7 @@ def _on_triton(x: torch.Tensor) -> bool:
 
 
 def build_lifetimes(s: torch.Tensor, window: int, *, superblock: int | None = None,
-                    block_j: int = 64, block_p: int = 128) -> torch.Tensor:
+                    block_j: int = 128, block_p: int = 128) -> torch.Tensor:
     """int64 ``[B, Hkv, K]``: ``e_j`` with ``keep(p, j) <=> j <= p < e_j`` (causal row mode).
 
     s ``[B, Hkv, K]`` (float, no NaN or +inf), window = w >= 1. Equals
@@ -148,7 +148,7 @@ def build_lifetimes(s: torch.Tensor, window: int, *, superblock: int | None = No
 
 
 def lifetimes_unchecked(s: torch.Tensor, w: int, superblock: int | None = None,
-                        block_j: int = 64, block_p: int = 128) -> torch.Tensor:
+                        block_j: int = 128, block_p: int = 128) -> torch.Tensor:
     """int32 ``[B * Hkv, K]``: ``build_lifetimes`` without validating s (for ``build_plan``:
     ``dma_attention`` has validated it already, and the value check costs a host sync)."""
     B, Hh, K = s.shape

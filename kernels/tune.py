@@ -40,7 +40,9 @@ from triton.testing import do_bench
 
 from .autograd import (
     BWD_CONFIG,
+    BWD_TUNING,
     FWD_CONFIG,
+    FWD_TUNING,
     KernelConfig,
     _replan,
     _shape,
@@ -51,19 +53,14 @@ from .autograd import (
 from .blocks import build_plan
 from .lifetimes import build_lifetimes
 
-FWD_CANDIDATES = [
-    FWD_CONFIG,
-    KernelConfig(rows=128, block_n=64, num_warps=4, num_stages=3),
-    KernelConfig(rows=128, block_n=64, num_warps=8, num_stages=3),
-    KernelConfig(rows=64, block_n=32, num_warps=4, num_stages=3),
-    KernelConfig(rows=256, block_n=32, num_warps=8, num_stages=3),
-]
-BWD_CANDIDATES = [
-    BWD_CONFIG,
-    KernelConfig(rows=64, block_n=64, num_warps=4, num_stages=1),
-    KernelConfig(rows=128, block_n=32, num_warps=8, num_stages=2),
-    KernelConfig(rows=64, block_n=32, num_warps=4, num_stages=2),
-]
+# The autotuned default first, then every autotuning candidate forced (G = 4 query heads per KV
+# head here: split 2 packs 2 heads per program, 64 rows, with the same 32-position blocks).
+FWD_CANDIDATES = [FWD_CONFIG] + [
+    KernelConfig(rows=128 // sp, block_n=n, num_warps=w, num_stages=st, max_heads=4 // sp)
+    for n, w, st, sp in FWD_TUNING]
+BWD_CANDIDATES = [BWD_CONFIG] + [
+    KernelConfig(rows=128 // sp, block_n=n, num_warps=w, num_stages=st, max_heads=4 // sp)
+    for n, w, st, sp in BWD_TUNING]
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -82,6 +79,8 @@ def inputs(N: int, B=1, Hq=8, Hkv=2, D=128, dtype=torch.bfloat16, seed=0):
 
 
 def cfg_name(c: KernelConfig) -> str:
+    if c.block_n is None:
+        return f"rows{c.rows}/autotuned"
     return f"rows{c.rows}/bn{c.block_n}/w{c.num_warps}/s{c.num_stages}"
 
 
