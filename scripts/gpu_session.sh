@@ -1,22 +1,46 @@
 #!/usr/bin/env bash
-# One device call: the compiled mask builder's exactness tests, the kernel timing table next to
-# SDPA cuDNN (kernels/tune.py), then the GPU kernel tests. Logs and tune.json go to $OUT.
-#   bash scripts/gpu_session.sh        (BUILDER_S, TUNE_S, KERNEL_S: per-step time limits)
+# One device call (at most 10 minutes): the GPU tests, then the benchmark. Logs go to $OUT.
+#   bash scripts/gpu_session.sh            tests (TESTS_S), builder profile, bench (BENCH_S)
+#   STEPS="bench" bash scripts/gpu_session.sh       only some steps: tests, profile, bench
+#   BENCH_ARGS="--n 16384 --window 1024 --d 128"   extra arguments for python -m dma_ref.bench
 # The package is staged as /tmp/pkg/dma_ref (with kernels/ as dma_ref/kernels, as the editable
 # install maps it) and every step runs from /tmp, so the checkout's dma_ref/ cannot shadow it.
+# The benchmark resumes from figures/bench/anchors_2026-11-28.json (the slow O(N^2) anchors of
+# runs 2-3, whose code has not changed) and measures DMA, cuDNN and FA2 anew: $OUT/h200.json.
 set -u
 REPO=$PWD
 OUT=${OUT:-/tmp/out}
+STEPS=${STEPS:-"tests profile bench"}
 mkdir -p "$OUT" /tmp/pkg
 rm -rf /tmp/pkg/dma_ref && cp -r dma_ref /tmp/pkg/dma_ref && cp -r kernels /tmp/pkg/dma_ref/kernels
-export PYTHONPATH=/tmp/pkg
+export PYTHONPATH=/tmp/pkg PYTHONUNBUFFERED=1
 cd /tmp
-nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
-python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$OUT/gpu.txt"
-[ -n "${PROFILE:-}" ] && { python3 "$REPO/scripts/profile_builder.py" $PROFILE; exit; }
-timeout "${BUILDER_S:-45}" python3 -m pytest -q -p no:cacheprovider "$REPO/tests/gpu/test_builder_gpu.py" 2>&1 | tail -12 | tee "$OUT/builder_tests.log"
-timeout "${TUNE_S:-75}" python3 -m dma_ref.kernels.tune --quick --n ${TUNE_N:-4096 16384 65536 131072} --out "$OUT" > "$OUT/tune.log" 2>&1
-grep -E "^N=|mask:|cuDNN|incl. mask|fwd kernel|fwd\+bwd" "$OUT/tune.log"
-# The tests never run on a GPU yet first (deterministic backward, lse gradient), then the rest.
-timeout "${KERNEL_S:-150}" bash -c "python3 -m pytest -q -p no:cacheprovider -rA -s \"$REPO/tests/gpu/test_kernels_gpu.py\" -k 'not low_precision_vs'; python3 -m pytest -q -p no:cacheprovider -rA -s \"$REPO/tests/gpu/test_kernels_gpu.py\" -k low_precision_vs" > "$OUT/kernel_tests.log" 2>&1
-grep -E "passed|failed|FAILED" "$OUT/kernel_tests.log" | tail -12
+{ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader
+  python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
+  nproc; } 2>&1 | tee "$OUT/gpu.txt"
+T0=$(date +%s)
+since() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
+PYT="python3 -m pytest -q -p no:cacheprovider -rA -s"
+if [[ " $STEPS " == *" tests "* ]]; then
+  # Never run on a GPU before: CUDA graphs, inductor, every tuning candidate, the head dims.
+  since "graph and compile tests" | tee -a "$OUT/tests.log"
+  timeout "${GRAPH_S:-200}" $PYT "$REPO/tests/gpu/test_graphs_gpu.py" >> "$OUT/tests.log" 2>&1
+  since "builder tests" | tee -a "$OUT/tests.log"
+  timeout "${BUILDER_S:-45}" $PYT "$REPO/tests/gpu/test_builder_gpu.py" >> "$OUT/tests.log" 2>&1
+  since "kernel tests (bf16 first)" | tee -a "$OUT/tests.log"
+  timeout "${KERNEL_S:-150}" bash -c "$PYT \"$REPO/tests/gpu/test_kernels_gpu.py\" -k 'bfloat16 or not low_precision'; $PYT \"$REPO/tests/gpu/test_kernels_gpu.py\" -k 'float16 and not bfloat16'" >> "$OUT/tests.log" 2>&1
+  grep -E "^(PASSED|FAILED|ERROR)|passed|failed|error" "$OUT/tests.log" | grep -v "^PASSED" | tail -25
+fi
+if [[ " $STEPS " == *" profile "* ]]; then
+  since "builder profile"
+  timeout "${PROFILE_S:-60}" python3 "$REPO/scripts/profile_builder.py" ${PROFILE_N:-16384 131072} 2>&1 | tee "$OUT/profile_builder.txt"
+fi
+if [[ " $STEPS " == *" bench "* ]]; then
+  since "benchmark"
+  cp "$REPO/figures/bench/anchors_2026-11-28.json" "$OUT/h200.json"
+  timeout "${BENCH_S:-420}" python3 -m dma_ref.bench --methods ${BENCH_METHODS:-dma_triton sdpa_cudnn sdpa_flash} \
+    --resume "$OUT/h200.json" \
+    --out "$OUT/h200.json" --budget-s "${BUDGET_S:-380}" ${BENCH_ARGS:-} > "$OUT/bench.log" 2>&1
+  tail -40 "$OUT/bench.log"
+fi
+since "done"
