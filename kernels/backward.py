@@ -42,9 +42,9 @@ def _bwd_tile(q, do, dq, lse2, delta, Kp, Vp, Sp, Ep, DK, DV, DS, kv_base, s_bas
     k = _load_rows(Kp, koff, col_ok, d, HEAD_D, HEAD_DP, TEST_COLS)
     v = _load_rows(Vp, koff, col_ok, d, HEAD_D, HEAD_DP, TEST_COLS)
     if TEST_COLS:
-        sj = tl.load(Sp + s_base + j, mask=col_ok, other=0.0)
+        sj = tl.load(Sp + s_base + j, mask=col_ok, other=0.0).to(tl.float32)
     else:
-        sj = tl.load(Sp + s_base + j)
+        sj = tl.load(Sp + s_base + j).to(tl.float32)
     x = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale + (sj * 1.4426950408889634)[None, :]
     # Not kept: x = -inf, so P = 2^(x - lse) = 0 (empty rows have lse2 = +inf: P = 0 too).
     x = _keep(x, j, col_ok, p, Ep, s_base, TEST_COLS, TEST_CAUSAL, TEST_E)

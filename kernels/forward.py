@@ -87,9 +87,9 @@ def _fwd_tile(q, acc, m_i, l_i, Kp, Vp, Sp, Ep, kv_base, s_base, j, col_ok, p, q
     k = _load_rows(Kp, koff, col_ok, d, HEAD_D, HEAD_DP, TEST_COLS)
     v = _load_rows(Vp, koff, col_ok, d, HEAD_D, HEAD_DP, TEST_COLS)
     if TEST_COLS:
-        sj = tl.load(Sp + s_base + j, mask=col_ok, other=0.0)
+        sj = tl.load(Sp + s_base + j, mask=col_ok, other=0.0).to(tl.float32)
     else:
-        sj = tl.load(Sp + s_base + j)
+        sj = tl.load(Sp + s_base + j).to(tl.float32)
     x = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale + (sj * 1.4426950408889634)[None, :]
     x = _keep(x, j, col_ok, p, Ep, s_base, TEST_COLS, TEST_CAUSAL, TEST_E)
     m_new = tl.maximum(m_i, tl.max(x, 1))
@@ -146,13 +146,14 @@ def dma_fwd_kernel(Qp, Kp, Vp, Sp, Ep, IDX, START, CNT, Op, O32, LSE,
                    HEAD_D: tl.constexpr, HEAD_DP: tl.constexpr, CAUSAL: tl.constexpr,
                    DENSE: tl.constexpr, USE_E: tl.constexpr, PREC: tl.constexpr,
                    STORE_O32: tl.constexpr):
-    """q, o ``[B*Hq, Q, D]``; k, v ``[B*Hkv, K, D]`` contiguous; s fp32 ``[B*Hkv, K]``; e int32
-    ``[B*Hkv, K]``; IDX/START/CNT the CSR key lists; LSE fp32 ``[B*Hq, Q]``; with STORE_O32 also
+    """q, o ``[B*Hq, Q, D]``; k, v ``[B*Hkv, K, D]`` contiguous; s ``[B*Hkv, K]`` (any float
+    dtype, read as fp32); e int32 ``[B*Hkv, K]``; IDX/START/CNT the CSR key lists; LSE fp32
+    ``[B*Hq, Q]``; with STORE_O32 also
     o in fp32 into O32 (the backward's ``Delta = rowsum(dO * O)`` from a bf16-rounded O would be
     the largest error of dq, dk and ds: about 3x the rounding error of the result).
     Grid ``(n_qb, B*Hkv*n_hg)``, ``n_hg = ceil(G / GH)``; head group hg covers query heads
     ``hg*GH .. hg*GH+GH-1``.
-    SIZE_CLASS is not read: it is part of the autotuning key (log2 of the program count)."""
+    SIZE_CLASS is not read: it is part of the autotuning key (log2 of the query-block count)."""
     qb = tl.program_id(0)
     bh, row_ok, p, hrow, p0, p1 = _block_rows(qb, tl.program_id(1), G, n_q, n_k, BLOCK_Q, GH)
     M: tl.constexpr = GH * BLOCK_Q

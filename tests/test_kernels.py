@@ -298,3 +298,25 @@ def test_lse_is_differentiable(mode, Q, K, w, deterministic, use_o):
     for name, g, g_ref in zip(("dq", "dk", "dv", "ds"), grads, want):
         assert not torch.isnan(g).any(), name
         torch.testing.assert_close(g.double(), g_ref, atol=ATOL, rtol=RTOL, msg=lambda m, name=name: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("s_dtype", [torch.bfloat16, torch.float16, torch.float64])
+def test_scores_in_another_dtype_than_q(s_dtype):
+    """The kernels read s in its own dtype (no fp32 copy); ds comes back in s's dtype."""
+    q, k, v, s = make_inputs(1, 4, 2, 40, 40, 16, ties=2)
+    s = s.to(s_dtype)
+    leaves = [t.clone().requires_grad_(True) for t in (q, k, v, s)]
+    o = dma_attention(*leaves, 7)
+    do = torch.randn_like(o)
+    grads = torch.autograd.grad(o, leaves, do)
+    ref = [t.double().requires_grad_(True) for t in (q, k, v, s)]
+    ref_grads = torch.autograd.grad(naive_dma_attention(*ref, 7), ref, do.double())
+    torch.testing.assert_close(o.double(), naive_dma_attention(*[t.double() for t in (q, k, v, s)], 7),
+                               atol=ATOL, rtol=RTOL)
+    assert grads[3].dtype == s_dtype
+    for g, g_ref in zip(grads[:3], ref_grads[:3]):
+        torch.testing.assert_close(g.double(), g_ref, atol=ATOL, rtol=RTOL)
+    # ds is rounded to s's dtype at the end: 8 (bf16) or 11 (fp16) significant bits, ~4e-3.
+    low = s_dtype != torch.float64
+    torch.testing.assert_close(grads[3].double(), ref_grads[3], atol=1e-2 if low else ATOL,
+                               rtol=1e-2 if low else RTOL)
