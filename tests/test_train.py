@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import time
 
 import pytest
 import torch
@@ -15,9 +16,11 @@ from dma_ref.tasks import IGNORE
 from dma_ref.train import (
     TrainConfig,
     accuracy,
+    format_comparison,
     lm_loss,
     lr_at,
     main,
+    results_suffix,
     run_comparison,
     train,
     window_at,
@@ -82,14 +85,87 @@ def test_training_lowers_the_loss(attn):
 
 def test_compare_writes_results(tmp_path):
     res = run_comparison(TrainConfig(steps=3, **TINY), tmp_path, progress=False,
-                         checkpoint=tmp_path / "ck" / "dma.pt")
+                         checkpoint=tmp_path / "ck" / "dma.pt", time_every=2)
     data = json.loads((tmp_path / "results.json").read_text())
     assert set(data) == {"config", "accuracy"}
     assert set(data["accuracy"]) == {"mha", "swa", "dma"}
     assert data["accuracy"] == res["accuracy"]
     assert data["config"]["seq_len"] == 16 and "attn" not in data["config"]
     assert (tmp_path / "comparison.png").stat().st_size > 1000
-    assert (tmp_path / "ck" / "dma.pt").exists() and (tmp_path / "curves.json").exists()
+    assert (tmp_path / "ck" / "dma.pt").exists()
+    curves = json.loads((tmp_path / "curves.json").read_text())
+    for metric in ("seconds", "steps_run", "tokens_per_s", "attention_share", "loss_curves"):
+        assert set(curves[metric]) == {"mha", "swa", "dma"}, metric
+    assert curves["steps_run"]["dma"] == 3 and 0 < curves["attention_share"]["dma"] < 1
+    assert "perf_counter" in curves["attention_share_method"] and curves["precision"] == "fp32"
+    table = format_comparison(data, curves)
+    assert len(table.splitlines()) == 4 and "dma" in table and "%" in table
+
+
+def test_compare_files_share_the_results_suffix(tmp_path):
+    run_comparison(TrainConfig(steps=1, **TINY), tmp_path, progress=False, attns=("mha",),
+                   results_name="results_gpu_ddp2.json")
+    assert {p.name for p in tmp_path.iterdir()} == {"results_gpu_ddp2.json", "curves_gpu_ddp2.json",
+                                                    "comparison_gpu_ddp2.png"}
+    assert [results_suffix(n) for n in ("results.json", "results_gpu.json", "x.json")] == ["", "_gpu", "_x"]
+
+
+def test_format_comparison_of_an_old_record():
+    """Records written before the measurements existed show "-" for them."""
+    table = format_comparison({"accuracy": {"mha": 1.0, "swa": 0.25}}, {"seconds": {"mha": 12.3}})
+    rows = table.splitlines()
+    assert rows[1].split() == ["mha", "1.000", "12", "-", "-", "-"]
+    assert rows[2].split() == ["swa", "0.250", "-", "-", "-", "-"]
+
+
+def test_run_measurements():
+    cfg = TrainConfig(attn="mha", steps=4, **TINY)
+    res = train(cfg, progress=False, time_every=2)
+    assert res["steps_run"] == 4 and res["attention_share_steps"] == 2       # steps 1 and 3
+    assert res["tokens_per_s"] == pytest.approx(4 * cfg.batch_size * cfg.seq_len / res["seconds"])
+    assert res["loss_curve"][-1] == [4, res["loss"]] and res["precision"] == "fp32"
+    assert all("attend" not in b.attn.__dict__ for b in res["model"].blocks)  # timer removed
+    # Timing never changes the training: no sampled step gives the same model and loss.
+    plain = train(cfg, progress=False, time_every=0)
+    assert plain["attention_share"] is None and plain["loss"] == res["loss"]
+    assert all(torch.equal(a, b) for a, b in zip(plain["model"].state_dict().values(),
+                                                 res["model"].state_dict().values()))
+
+
+class _SlowBackward(torch.autograd.Function):
+    """Identity whose backward sleeps: an attention with a known backward time."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        time.sleep(0.1)
+        return g
+
+
+def test_attention_share_counts_forward_and_backward(monkeypatch):
+    """An attention core that sleeps 100 ms forward and 100 ms backward, in each of 2 layers,
+    against a tiny model whose other work takes some 10-100 ms: most of the step is attention.
+    Were only the forward (or only the backward) measured, the share could not exceed 1/2."""
+    from dma_ref.model import DenseAttention
+    attend = DenseAttention.attend
+
+    def slow(self, q, k, v, s=None):
+        time.sleep(0.1)
+        return _SlowBackward.apply(attend(self, q, k, v, s))
+
+    cfg = TrainConfig(attn="mha", steps=3, **TINY)       # step 1 is timed (not the first step)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)     # on a busy CPU, two spinning threads can stall the tiny ops
+    try:
+        fast = train(cfg, progress=False, time_every=2)["attention_share"]
+        monkeypatch.setattr(DenseAttention, "attend", slow)
+        share = train(cfg, progress=False, time_every=2)["attention_share"]
+    finally:
+        torch.set_num_threads(threads)
+    assert 0.55 < share < 1.0 and fast < 0.5, (share, fast)
 
 
 def test_cli_single_run(tmp_path, capsys):
