@@ -37,6 +37,7 @@ from dma_ref.validate import (
 from .backward import dma_bwd_kernel, reduce_partials_kernel
 from .blocks import KeyPlan, block_key_lists, build_plan, plan_shapes
 from .forward import LOG2E, dma_fwd_kernel
+from .hostmath import cdiv, next_pow2
 from .lifetimes import _on_triton
 
 __all__ = [
@@ -84,7 +85,7 @@ BWD_TUNING = ((64, 8, 1, 1), (32, 8, 1, 1), (32, 8, 1, 2), (64, 8, 1, 2), (32, 4
 
 def _padded(D: int) -> int:
     """The head dim the kernels compute with: a power of two, at least 16 (``tl.dot``)."""
-    return max(16, triton.next_power_of_2(D))
+    return max(16, next_pow2(D))
 
 
 def _fit(cfg: KernelConfig, D: int, elt_bytes: int, backward: bool) -> KernelConfig:
@@ -93,7 +94,7 @@ def _fit(cfg: KernelConfig, D: int, elt_bytes: int, backward: bool) -> KernelCon
     bf16 D=256 fits 128 rows forward; the fp16 backward at D=256 with 128 rows needed 320 KB."""
     D = _padded(D)
     budget = (32768 if backward else 65536) // (D * elt_bytes)
-    rows = max(16, min(cfg.rows, triton.next_power_of_2(budget) if budget >= 16 else 16))
+    rows = max(16, min(cfg.rows, next_pow2(budget) if budget >= 16 else 16))
     block_n = cfg.block_n
     if backward and block_n is not None:
         block_n = max(16, min(block_n, 16384 // (D * elt_bytes)))
@@ -106,11 +107,11 @@ def _elt_bytes(dtype: torch.dtype, backward: bool) -> int:
 
 def _shape(cfg: KernelConfig, G: int, Q: int) -> tuple[int, int]:
     """(GH, BLOCK_Q): heads packed per program and query positions per block (M >= 16)."""
-    GH = min(triton.next_power_of_2(G), cfg.max_heads)
+    GH = min(next_pow2(G), cfg.max_heads)
     bq = max(1, cfg.rows // GH)
-    bq = min(bq, triton.next_power_of_2(Q))              # decoding: do not pad Q = 1 to 128 rows
+    bq = min(bq, next_pow2(Q))              # decoding: do not pad Q = 1 to 128 rows
     bq = max(bq, -(-16 // GH))                           # tl.dot needs M = GH * BLOCK_Q >= 16
-    return GH, triton.next_power_of_2(bq)
+    return GH, next_pow2(bq)
 
 
 def _prec(dtype: torch.dtype) -> str:
@@ -212,7 +213,7 @@ def _launch(kernel, name: str, cfg: KernelConfig, GH: int, n_qb: int, BH: int, G
     many shapes; the tuning's own test runs every candidate)."""
     if cfg.block_n is None and not _interpreting():
         if tune and os.environ.get("DMA_REF_AUTOTUNE", "1") != "0":
-            grid = lambda meta: (n_qb, BH * triton.cdiv(G, meta["GH"]))
+            grid = lambda meta: (n_qb, BH * cdiv(G, meta["GH"]))
             _tuned(name)[grid](*args, **consts, GH_MAX=GH)
             return
         first = _prune(_candidates(name), {"Qp": args[0]}, **consts, GH_MAX=GH)[0]
@@ -223,7 +224,7 @@ def _launch(kernel, name: str, cfg: KernelConfig, GH: int, n_qb: int, BH: int, G
         cfg = INTERP_CONFIG if cfg.block_n is None else cfg
         meta = {"BLOCK_N": cfg.block_n, "num_warps": _warps(cfg, GH, consts["BLOCK_Q"]),
                 "num_stages": cfg.num_stages}
-    kernel[(n_qb, BH * triton.cdiv(G, GH))](*args, **consts, GH=GH, **meta)
+    kernel[(n_qb, BH * cdiv(G, GH))](*args, **consts, GH=GH, **meta)
 
 
 def dma_forward(q, k, v, s32, plan: KeyPlan, scale: float, cfg: KernelConfig, GH: int,

@@ -32,6 +32,7 @@ import triton.language as tl
 from dma_ref.mask import key_order
 from dma_ref.validate import check_mode, check_tensor, check_window
 
+from .hostmath import next_pow2
 from .lifetimes import _on_triton, global_lifetimes_unchecked, lifetimes_unchecked
 
 __all__ = ["KeyPlan", "block_key_lists", "build_plan", "plan_shapes", "topw_key_lists"]
@@ -115,7 +116,7 @@ def block_lists_kernel(E, E_SORTED, ORDER, IDX, START, CNT, n_k, p_first, n_qb, 
 
 def chunk_size(K: int, tile: int = 128) -> int:
     """The default CH: the smallest power of two >= ``tile`` that cuts K into at most 64 chunks."""
-    return max(tile, triton.next_power_of_2(-(-K // 64)))
+    return max(tile, next_pow2(-(-K // 64)))
 
 
 def block_key_lists(e: torch.Tensor, q_len: int, block_q: int, window: int, *,
@@ -153,7 +154,7 @@ def block_key_lists(e: torch.Tensor, q_len: int, block_q: int, window: int, *,
     start = torch.empty(BH, n_qb, dtype=torch.int64, device=dev)
     count = torch.empty(BH, n_qb, dtype=torch.int32, device=dev)
     block_lists_kernel[(n_qb, BH)](e, e_sorted, order, idx, start, count, K, K - Q, n_qb, W, BQ,
-                                   n_full, CH=CH, NCH=triton.next_power_of_2(max(n_full, 1)),
+                                   n_full, CH=CH, NCH=next_pow2(max(n_full, 1)),
                                    LOG_CH=CH.bit_length() - 1, TILE=tile, num_warps=4)
     return idx, start, count
 

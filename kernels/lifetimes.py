@@ -40,6 +40,8 @@ from dma_ref.lifetimes import key_lifetimes
 from dma_ref.mask import key_ranks
 from dma_ref.validate import check_score_values, check_tensor, check_window
 
+from .hostmath import cdiv, next_pow2
+
 __all__ = ["build_lifetimes", "global_lifetimes", "superblock_size"]
 
 
@@ -123,7 +125,7 @@ def lifetimes_kernel(R, ORDER, H, E, n_k, w, n_rb, n_s,
 
 def superblock_size(K: int, bp: int = 128) -> int:
     """The default S: the smallest power of two >= ``bp`` that cuts K into at most 128 superblocks."""
-    return max(bp, triton.next_power_of_2(-(-K // 128)))
+    return max(bp, next_pow2(-(-K // 128)))
 
 
 def _on_triton(x: torch.Tensor) -> bool:
@@ -166,12 +168,12 @@ def lifetimes_unchecked(s: torch.Tensor, w: int, superblock: int | None = None,
     order_rev = torch.sort(s.reshape(BH, K).flip(-1), dim=-1, descending=True, stable=True).indices
     order = torch.empty(BH, K, dtype=torch.int32, device=dev)
     r32 = torch.empty(BH, K, dtype=torch.int32, device=dev)
-    ranks_kernel[(triton.cdiv(K, 1024), BH)](order_rev, order, r32, K, BLOCK=1024, num_warps=4)
+    ranks_kernel[(cdiv(K, 1024), BH)](order_rev, order, r32, K, BLOCK=1024, num_warps=4)
     n_s = -(-K // S)
-    NS = triton.next_power_of_2(n_s)
+    NS = next_pow2(n_s)
     n_rb = -(-K // block_j)
     H = torch.empty(BH, n_s, n_rb, dtype=torch.int32, device=dev)
-    rank_table_kernel[(n_s, BH)](r32, H, K, n_rb, S=S, NRB=triton.next_power_of_2(n_rb),
+    rank_table_kernel[(n_s, BH)](r32, H, K, n_rb, S=S, NRB=next_pow2(n_rb),
                                  BJ=block_j, BP=block_p, num_warps=4)
     e = torch.empty(BH, K, dtype=torch.int32, device=dev)
     lifetimes_kernel[(n_rb, BH)](r32, order, H, e, K, w, n_rb, n_s,
