@@ -1,6 +1,6 @@
 """Time each step of the mask builder on a GPU (ms, median of ``triton.testing.do_bench``).
 
-    PROFILE="16384 131072" bash scripts/gpu_session.sh
+    python scripts/profile_builder.py [N ...]        (STEPS=profile bash scripts/gpu_session.sh)
 
 Steps: the key sort, ``ranks_kernel``, the old torch ranks (for comparison), the rank table
 (``rank_table_kernel``), the lifetimes kernel with 4 and 8 warps and rank blocks of 64 and 128,
