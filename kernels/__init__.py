@@ -4,9 +4,11 @@ Import after ``dma_ref.setup_device()`` (on a CPU it must switch the Triton inte
 before any kernel is defined).
 
 * ``dma_attention(q, k, v, s, window, *, causal=True, scale=None, mode="row",
-  return_lse=False, fwd_config=None, bwd_config=None, deterministic=False)``: the autograd
-  Function (forward.py, backward.py, autograd.py); the backward adds dk, dv, ds atomically
-  unless ``deterministic=True``.
+  return_lse=False, fwd_config=None, bwd_config=None, deterministic=False,
+  check_values=None)``: forward.py, backward.py, autograd.py. Any head dim that is a multiple
+  of 8 up to 256; the backward adds dk, dv, ds atomically unless ``deterministic=True``. No host
+  synchronisation on CUDA (CUDA graphs can capture it), two custom operators for
+  ``torch.compile`` (no graph break), tiles autotuned on CUDA (``FWD_TUNING``, ``BWD_TUNING``).
 * The mask builder, timed separately by the benchmark: ``build_lifetimes(s, w)`` (the exact
   ``e_j`` of DESIGN.md 3.5, lifetimes.py), ``global_lifetimes``, ``block_key_lists(e, Q, BQ)``
   (per-query-block key lists, blocks.py) and ``build_plan`` (everything one call needs).
