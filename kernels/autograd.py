@@ -75,10 +75,10 @@ BWD_CONFIG = KernelConfig(rows=128)
 INTERP_CONFIG = KernelConfig(rows=32, block_n=16, num_warps=1, num_stages=1, max_heads=4)
 # Autotuning candidates on CUDA: (BLOCK_N, num_warps, num_stages, split). ``split`` = 2 packs
 # half the query heads per program (GH / 2: M = 64 rows instead of 128) with the same key lists.
-# Chosen from scripts/compile_sm90.py (D = 128, bf16, sm_90): with 4 warps, 128 rows spill
-# 3-5 KB of registers per thread in the forward (the 2026-11 default, 32/4/3, included for
-# comparison) and 8-12 KB in the backward; with 8 warps 0.1-1 KB (forward), 1.5-3 KB
-# (backward, 128 rows) and 0.4 KB (backward, 64 rows).
+# scripts/compile_sm90.py (D = 128, bf16, sm_90) reports the registers of each: with 4 warps
+# the 128 rows use all 255 and spill ~130 bytes per thread (forward and backward); with 8 warps
+# the forward needs ~220 and the backward spills ~130 (64 rows: ~80). The 2026-11 defaults
+# (forward 32/4/3, backward 64/8/1) are among the candidates.
 FWD_TUNING = ((64, 8, 3, 1), (32, 8, 3, 1), (128, 8, 2, 1), (32, 4, 3, 1), (64, 8, 3, 2))
 BWD_TUNING = ((64, 8, 1, 1), (32, 8, 1, 1), (32, 8, 1, 2), (64, 8, 1, 2), (32, 4, 1, 2))
 
