@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One device call (at most 10 minutes): the GPU tests, then the benchmark. Logs go to $OUT.
 #   bash scripts/gpu_session.sh            tests (TESTS_S), builder profile, bench (BENCH_S)
-#   STEPS="bench" bash scripts/gpu_session.sh       only some steps: tests, profile, bench
+#   STEPS="graphs bench" bash scripts/gpu_session.sh  only some steps: tests (= graphs builder
+#                                                   kernels), profile, bench
 #   BENCH_ARGS="--n 16384 --window 1024 --d 128"   extra arguments for python -m dma_ref.bench
 # The package is staged as /tmp/pkg/dma_ref (with kernels/ as dma_ref/kernels, as the editable
 # install maps it) and every step runs from /tmp, so the checkout's dma_ref/ cannot shadow it.
@@ -21,21 +22,26 @@ cd /tmp
 T0=$(date +%s)
 since() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
 PYT="python3 -m pytest -q -p no:cacheprovider -rA -s"
-if [[ " $STEPS " == *" tests "* ]]; then
-  # Never run on a GPU before: CUDA graphs, inductor, every tuning candidate, the head dims.
+has() { [[ " $STEPS " == *" $1 "* || " $STEPS " == *" tests "* && " graphs builder kernels " == *" $1 "* ]]; }
+# Never run on a GPU before: CUDA graphs, inductor, every tuning candidate, the head dims.
+if has graphs; then
   since "graph and compile tests" | tee -a "$OUT/tests.log"
   timeout "${GRAPH_S:-200}" $PYT "$REPO/tests/gpu/test_graphs_gpu.py" >> "$OUT/tests.log" 2>&1
+fi
+if has builder; then
   since "builder tests" | tee -a "$OUT/tests.log"
   timeout "${BUILDER_S:-45}" $PYT "$REPO/tests/gpu/test_builder_gpu.py" >> "$OUT/tests.log" 2>&1
-  since "kernel tests (bf16 first)" | tee -a "$OUT/tests.log"
-  timeout "${KERNEL_S:-150}" bash -c "$PYT \"$REPO/tests/gpu/test_kernels_gpu.py\" -k 'bfloat16 or not low_precision'; $PYT \"$REPO/tests/gpu/test_kernels_gpu.py\" -k 'float16 and not bfloat16'" >> "$OUT/tests.log" 2>&1
-  grep -E "^(PASSED|FAILED|ERROR)|passed|failed|error" "$OUT/tests.log" | grep -v "^PASSED" | tail -25
 fi
-if [[ " $STEPS " == *" profile "* ]]; then
+if has kernels; then
+  since "kernel tests (bf16 first)" | tee -a "$OUT/tests.log"
+  timeout "${KERNEL_S:-150}" bash -c "$PYT \"$REPO/tests/gpu/test_kernels_gpu.py\" -k 'bf16 or not low_precision'; $PYT \"$REPO/tests/gpu/test_kernels_gpu.py\" -k fp16" >> "$OUT/tests.log" 2>&1
+fi
+[ -f "$OUT/tests.log" ] && grep -E "^(FAILED|ERROR)|passed|failed|error|^\[" "$OUT/tests.log" | tail -25
+if has profile; then
   since "builder profile"
   timeout "${PROFILE_S:-60}" python3 "$REPO/scripts/profile_builder.py" ${PROFILE_N:-16384 131072} 2>&1 | tee "$OUT/profile_builder.txt"
 fi
-if [[ " $STEPS " == *" bench "* ]]; then
+if has bench; then
   since "benchmark"
   cp "$REPO/figures/bench/anchors_2026-11-28.json" "$OUT/h200.json"
   timeout "${BENCH_S:-420}" python3 -m dma_ref.bench --methods ${BENCH_METHODS:-dma_triton sdpa_cudnn sdpa_flash} \

@@ -74,7 +74,7 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 @pytest.mark.parametrize("B,Hq,Hkv,Q,K,D,w,causal,mode", CASES)
 def test_low_precision_vs_float64(dtype, B, Hq, Hkv, Q, K, D, w, causal, mode):
     from dma_ref.kernels import dma_attention
