@@ -34,7 +34,11 @@ if has builder; then
 fi
 if has kernels; then
   since "kernel tests (bf16 first)" | tee -a "$OUT/tests.log"
-  timeout "${KERNEL_S:-150}" bash -c "$PYT \"$REPO/tests/gpu/test_kernels_gpu.py\" -k 'bf16 or not low_precision'; $PYT \"$REPO/tests/gpu/test_kernels_gpu.py\" -k fp16" >> "$OUT/tests.log" 2>&1
+  if [ -n "${KERNEL_K:-}" ]; then           # e.g. KERNEL_K="bf16 and -96-" (pytest -k)
+    timeout "${KERNEL_S:-150}" $PYT "$REPO/tests/gpu/test_kernels_gpu.py" -k "$KERNEL_K" >> "$OUT/tests.log" 2>&1
+  else
+    timeout "${KERNEL_S:-150}" bash -c "$PYT \"$REPO/tests/gpu/test_kernels_gpu.py\" -k 'bf16 or not low_precision'; $PYT \"$REPO/tests/gpu/test_kernels_gpu.py\" -k fp16" >> "$OUT/tests.log" 2>&1
+  fi
 fi
 [ -f "$OUT/tests.log" ] && grep -E "^(FAILED|ERROR)|passed|failed|error|^\[" "$OUT/tests.log" | tail -25
 if has profile; then
