@@ -7,7 +7,8 @@
 # The package is staged as /tmp/pkg/dma_ref (with kernels/ as dma_ref/kernels, as the editable
 # install maps it) and every step runs from /tmp, so the checkout's dma_ref/ cannot shadow it.
 # The benchmark resumes from figures/bench/anchors_2026-11-28.json (the slow O(N^2) anchors of
-# runs 2-3, whose code has not changed) and measures DMA, cuDNN and FA2 anew: $OUT/h200.json.
+# runs 2-3, whose code has not changed) and measures DMA, cuDNN and FA2 anew: $OUT/h200.json
+# (RESUME=figures/bench/h200.json continues a partial run instead).
 set -u
 REPO=$PWD
 OUT=${OUT:-/tmp/out}
@@ -45,9 +46,13 @@ if has profile; then
   since "builder profile"
   timeout "${PROFILE_S:-60}" python3 "$REPO/scripts/profile_builder.py" ${PROFILE_N:-16384 131072} 2>&1 | tee "$OUT/profile_builder.txt"
 fi
+if has host; then
+  since "host profile"
+  timeout "${HOST_S:-60}" python3 "$REPO/scripts/profile_host.py" 16384 1024 2>&1 | head -45 | tee "$OUT/profile_host.txt"
+fi
 if has bench; then
   since "benchmark"
-  cp "$REPO/figures/bench/anchors_2026-11-28.json" "$OUT/h200.json"
+  cp "$REPO/${RESUME:-figures/bench/anchors_2026-11-28.json}" "$OUT/h200.json"
   timeout "${BENCH_S:-420}" python3 -m dma_ref.bench --methods ${BENCH_METHODS:-dma_triton sdpa_cudnn sdpa_flash} \
     --resume "$OUT/h200.json" \
     --out "$OUT/h200.json" --budget-s "${BUDGET_S:-380}" ${BENCH_ARGS:-} > "$OUT/bench.log" 2>&1
