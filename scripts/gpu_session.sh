@@ -48,7 +48,7 @@ if has profile; then
 fi
 if has host; then
   since "host profile"
-  timeout "${HOST_S:-60}" python3 "$REPO/scripts/profile_host.py" 16384 1024 2>&1 | head -45 | tee "$OUT/profile_host.txt"
+  timeout "${HOST_S:-60}" python3 "$REPO/scripts/profile_host.py" 16384 1024 > "$OUT/profile_host.txt" 2>&1; head -40 "$OUT/profile_host.txt"; tail -3 "$OUT/profile_host.txt"
 fi
 if has bench; then
   since "benchmark"
