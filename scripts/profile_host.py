@@ -65,19 +65,23 @@ def graph_ms(fn):
     return do_bench(g.replay)
 
 
-for n in (N, 131072):
+def split(n: int) -> dict:
     qn = torch.randn(1, 8, n, 128, device="cuda", dtype=torch.bfloat16)
     kn, vn = (torch.randn(1, 2, n, 128, device="cuda", dtype=torch.bfloat16) for _ in range(2))
     sb = torch.randn(1, 2, n, device="cuda").to(torch.bfloat16)
     cfg = _fit(FWD_CONFIG, 128, 2, False)
     GH, bq = _shape(cfg, 4, n)
     plan = build_plan(sb, W, n, block_q=bq)
-    t = {"plan": graph_ms(lambda: build_plan(sb, W, n, block_q=bq)),
-         "kernel_s_bf16": graph_ms(lambda: dma_forward(qn, kn, vn, sb, plan, 0.088, cfg, GH, True)),
-         "kernel_s_fp32": graph_ms(lambda: dma_forward(qn, kn, vn, sb.float(), plan, 0.088, cfg,
-                                                       GH, True)),
-         "fwd_impl": graph_ms(lambda: _fwd_impl(qn, kn, vn, sb, W, True, 0.088, "row",
-                                                [cfg.rows, 0, 4, 3, 8], [128, 0, 8, 1, 8],
-                                                False, True)),
-         "dma_attention_nograd": graph_ms(lambda: dma_attention(qn, kn, vn, sb, W))}
-    print(n, " ".join(f"{k}={v:.3f}" for k, v in t.items()), flush=True)
+    return {"plan": graph_ms(lambda: build_plan(sb, W, n, block_q=bq)),
+            "kernel_s_bf16": graph_ms(lambda: dma_forward(qn, kn, vn, sb, plan, 0.088, cfg, GH,
+                                                          True)),
+            "kernel_s_fp32": graph_ms(lambda: dma_forward(qn, kn, vn, sb.float(), plan, 0.088,
+                                                          cfg, GH, True)),
+            "fwd_impl": graph_ms(lambda: _fwd_impl(qn, kn, vn, sb, W, True, 0.088, "row",
+                                                   [cfg.rows, 0, 4, 3, 8], [128, 0, 8, 1, 8],
+                                                   False, True)),
+            "dma_attention_nograd": graph_ms(lambda: dma_attention(qn, kn, vn, sb, W))}
+
+
+for n in (N, 131072):
+    print(n, " ".join(f"{k}={v:.3f}" for k, v in split(n).items()), flush=True)
