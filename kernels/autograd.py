@@ -135,11 +135,24 @@ def _candidates(name: str) -> list:
             for n, w, s, split in tuning]
 
 
+# Shared memory a program may use on the H200 (227 KB), less a margin for Triton's scratch.
+SMEM_BYTES = 220 * 1024
+
+
+def _smem(block_n: int, rows: int, D: int, elt: int, stages: int, backward: bool) -> int:
+    """Estimated shared memory of a candidate: the K and V tiles of every pipeline stage, plus
+    the row tiles (q; backward: q, dO and the layout conversions of dS). Fitted to the sizes
+    ``scripts/compile_sm90.py`` reports for D = 128 (exact for the forward; an upper bound for
+    the backward); compiled at D = 160 the first candidate needed 262 KB, as predicted."""
+    return 2 * block_n * D * elt * max(stages, 1) + (4 if backward else 1) * rows * D * elt
+
+
 def _prune(configs, named_args, **kwargs):
     """The candidates for one launch, with the head packing made concrete (``GH`` = the
-    call's ``GH_MAX`` / split). Tiles whose K/V rows cannot fit (BLOCK_N x D x bytes over 32 KB
-    forward, 16 KB backward: the limits of the 2026-11 measurements) and 8 warps on fewer than
-    64 rows (overhead only) are dropped."""
+    call's ``GH_MAX`` / split). Dropped: tiles whose shared memory (``_smem``) exceeds
+    ``SMEM_BYTES`` or whose K/V rows are wider than the 2026-11 measurements allowed (BLOCK_N x
+    D x bytes over 32 KB forward, 16 KB backward), and 8 warps on fewer than 64 rows (overhead
+    only)."""
     D = kwargs["HEAD_DP"]
     backward = "DS_F32" in kwargs
     elt = 4 if named_args["Qp"].dtype == torch.float32 or kwargs.get("DS_F32") else 2
@@ -149,7 +162,9 @@ def _prune(configs, named_args, **kwargs):
         GH = max(1, kwargs["GH_MAX"] // c.kwargs["SPLIT"])
         rows = GH * kwargs["BLOCK_Q"]
         key = (c.kwargs["BLOCK_N"], GH, c.num_warps, c.num_stages)
-        if c.kwargs["BLOCK_N"] > limit or rows < 16 or (rows < 64 and c.num_warps > 4) or key in seen:
+        too_big = _smem(c.kwargs["BLOCK_N"], rows, D, elt, c.num_stages, backward) > SMEM_BYTES
+        if (c.kwargs["BLOCK_N"] > limit or too_big or rows < 16
+                or (rows < 64 and c.num_warps > 4) or key in seen):
             continue
         seen.add(key)
         kept.append(triton.Config({"BLOCK_N": c.kwargs["BLOCK_N"], "GH": GH},
