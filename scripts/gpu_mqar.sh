@@ -51,9 +51,11 @@ if not res.exists() or res.stat().st_mtime < start - 1:     # an older record is
     sys.exit(f"MQAR GPU: this run wrote no {res.name} (exit status {status})")
 r, c = json.loads(res.read_text()), json.loads(cur.read_text())
 print(format_comparison(r, c))
+def share(x):
+    return "n/a" if x is None else f"{x:.0%}"
 print(f"MQAR GPU {res.name}: " + ", ".join(
     f"{a} acc {acc:.3f} in {c['seconds'][a]:.0f} s ({c['steps_run'][a]} steps, "
-    f"{c['tokens_per_s'][a]:.3g} tok/s, attention {c['attention_share'][a] or 0:.0%})"
+    f"{c['tokens_per_s'][a]:.3g} tok/s, attention {share(c['attention_share'][a])})"
     for a, acc in r["accuracy"].items()) + f"; {c.get('gpu')}, {c.get('precision')}, exit {status}")
 PY
 exit "$status"

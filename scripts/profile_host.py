@@ -72,11 +72,17 @@ def split(n: int) -> dict:
     cfg = _fit(FWD_CONFIG, 128, 2, False)
     GH, bq = _shape(cfg, 4, n)
     plan = build_plan(sb, W, n, block_q=bq)
-    return {"plan": graph_ms(lambda: build_plan(sb, W, n, block_q=bq)),
-            "kernel_s_bf16": graph_ms(lambda: dma_forward(qn, kn, vn, sb, plan, 0.088, cfg, GH,
-                                                          True)),
-            "kernel_s_fp32": graph_ms(lambda: dma_forward(qn, kn, vn, sb.float(), plan, 0.088,
-                                                          cfg, GH, True)),
+    def tile():
+        c = _TUNED["fwd"].best_config
+        return f"BN{c.kwargs['BLOCK_N']}/GH{c.kwargs['GH']}/w{c.num_warps}/s{c.num_stages}"
+
+    out = {"plan": graph_ms(lambda: build_plan(sb, W, n, block_q=bq))}
+    out["kernel_s_bf16"] = graph_ms(lambda: dma_forward(qn, kn, vn, sb, plan, 0.088, cfg, GH, True))
+    out["tile_bf16"] = tile()
+    s32 = sb.float()
+    out["kernel_s_fp32"] = graph_ms(lambda: dma_forward(qn, kn, vn, s32, plan, 0.088, cfg, GH, True))
+    out["tile_fp32"] = tile()
+    return {**out,
             "fwd_impl": graph_ms(lambda: _fwd_impl(qn, kn, vn, sb, W, True, 0.088, "row",
                                                    [cfg.rows, 0, 4, 3, 8], [128, 0, 8, 1, 8],
                                                    False, True)),
@@ -84,4 +90,5 @@ def split(n: int) -> dict:
 
 
 for n in (N, 131072):
-    print(n, " ".join(f"{k}={v:.3f}" for k, v in split(n).items()), flush=True)
+    print(n, " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
+                      for k, v in split(n).items()), flush=True)
