@@ -48,7 +48,7 @@ pstats.Stats(prof).sort_stats("tottime").print_stats(15)
 # bf16 and in fp32, the whole forward. On 2026-12-03 (D = 128, 128K) the whole forward took
 # ~1 ms more than plan + kernel; this splits it.
 from dma_ref.kernels import FWD_CONFIG, build_plan
-from dma_ref.kernels.autograd import _fit, _fwd_impl, _shape, dma_forward
+from dma_ref.kernels.autograd import _TUNED, _fit, _fwd_impl, _shape, dma_forward
 from triton.testing import do_bench
 
 
