@@ -104,13 +104,22 @@ class TrainConfig:
                           generator=generator, num_pairs=self.pairs, query_start=self.query_start)
 
 
-# The longer GPU run (python -m dma_ref.train --compare --preset gpu ...): N = 1024, 8 pairs,
-# w = 64. Two sliding-window layers reach 2 (w - 1) = 126 positions back, the pairs end at 15, so
-# queries from position 256 on are out of SWA's reach; DMA keeps 64 of up to 1024 keys per query.
-GPU_PRESET = {"seq_len": 1024, "pairs": 8, "query_start": 256, "vocab_size": 128, "window": 64,
-              "d_model": 128, "batch_size": 32, "steps": 6000, "window_hold": 3000,
-              "window_anneal": 1000, "eval_every": 250, "eval_size": 256}
-GPU_MAX_SECONDS = None                 # --preset gpu: default --max-seconds of each run
+# The longer GPU run (python -m dma_ref.train --compare --preset gpu ...): N = 128 (twice the CPU
+# run), 4 pairs, w = 32 (N/4, as on the CPU), batch 128. Two sliding-window layers reach
+# 2 (w - 1) = 62 positions back and the pairs end at 7, so queries from position 70 on are out of
+# SWA's reach (they sit at >= 80); DMA keeps 32 of up to 128 keys per query.
+# Why not longer, from runs on one H200 (torch 2.11, bf16 autocast, batch 128, lr 1e-3, MHA):
+# at N = 128 the recall circuit formed after ~500 steps, at N = 256 (queries >= 160) after
+# ~3700, and at N = 512 it was still at chance after 1200 steps (4 or 8 pairs, bf16 or fp32);
+# lr 3e-3 kept even N = 128 at chance (CPU). DMA then needs a window hold about as long as
+# MHA's plateau, and it ran at ~16 steps/s against MHA's ~46 (N = 512, batch 128; its time per
+# step is mostly host-side, so N = 256 would not be much faster): N = 256 would need ~5500 DMA
+# steps, ~6 minutes for DMA alone. Here: hold 1000 steps (2x MHA's), anneal 500, 1000 at w;
+# about 1 minute each for MHA and SWA and 3 for DMA (not yet run end to end on a GPU).
+GPU_PRESET = {"seq_len": 128, "pairs": 4, "query_start": 80, "vocab_size": 64, "window": 32,
+              "d_model": 128, "batch_size": 128, "lr": 1e-3, "steps": 2500, "window_hold": 1000,
+              "window_anneal": 500, "eval_every": 250, "eval_size": 512}
+GPU_MAX_SECONDS = 200.0                # --preset gpu: each run stops after this long (a guard)
 
 # Training streams r >= 1 are seeded with seed + STREAM_SEED_OFFSET + r: never the held-out
 # seed (seed + 10_000), and stream 0 keeps ``seed`` so that data_streams=1 draws exactly the
@@ -246,11 +255,11 @@ def set_window(model: TinyLM, window: int) -> None:
 
 
 ATTENTION_SHARE_METHOD = (
-    "{clock} on the sampled steps (step % {every} == {offset}): the attention core of every layer "
-    "(attn.attend: SDPA, or DMA's mask construction + kernel), forward (around the call) plus "
-    "backward (from the gradient of its output to the gradients of its q, k, v, s inputs, via "
-    "tensor hooks), divided by the whole step (forward, loss, backward, clipping, optimizer); "
-    "{sync}")
+    "wall clock (time.perf_counter{sync}) on the sampled steps (step % {every} == {offset}): the "
+    "attention core of every layer (attn.attend: SDPA, or DMA's mask construction + kernel), "
+    "forward (around the call) plus backward (from the gradient of its output to the gradients of "
+    "its q, k, v, s inputs, via tensor hooks), divided by the whole step (forward, loss, backward, "
+    "clipping, optimizer); the other steps run unmeasured{unsync}")
 
 
 class AttentionTimer:
@@ -258,26 +267,28 @@ class AttentionTimer:
 
     Every ``every``-th step (``step % every == every // 2``: never step 0, which compiles the
     kernels) is timed as a whole, and so is each layer's ``attn.attend`` (forward and backward),
-    by wrapping that method on the instances. On CUDA the marks are CUDA events recorded on the
-    current stream, read only in :meth:`share` after one synchronisation, so training never waits
-    for them; on the CPU they are ``time.perf_counter()`` readings. Call :meth:`remove` to unwrap.
+    by wrapping that method on the instances. Marks are ``time.perf_counter()`` readings; on
+    CUDA each mark first synchronises the device, so a region is charged with its launches, its
+    GPU work and any host synchronisation inside it. (CUDA events alone would misattribute time
+    when the host is the bottleneck or a region syncs: the GPU's idle gaps then land in whichever
+    region comes next.) The sampled steps lose their CPU/GPU overlap, so they are slower than
+    the others, but only one step in ``every`` is affected. Call :meth:`remove` to unwrap.
     """
 
     def __init__(self, model: TinyLM, device: torch.device, every: int = 50):
+        self.device = device
         self.cuda = device.type == "cuda"
         self.every = every
         self.active = False
-        self.steps: list[list] = []         # [start, end] mark of each timed step
+        self.steps: list[list] = []         # [start, end] of each timed step (seconds)
         self.spans: list[list] = []         # [start, end] of each attention forward or backward
         self.attns = [block.attn for block in model.blocks] if every > 0 else []
         for attn in self.attns:
             attn.attend = self._wrap(type(attn).attend.__get__(attn))
 
-    def _mark(self):
+    def _mark(self) -> float:
         if self.cuda:
-            event = torch.cuda.Event(enable_timing=True)
-            event.record()
-            return event
+            torch.cuda.synchronize(self.device)
         return time.perf_counter()
 
     def _wrap(self, attend):
@@ -319,27 +330,21 @@ class AttentionTimer:
             self.steps[-1][1] = self._mark()
             self.active = False
 
-    def _seconds(self, a, b) -> float:
-        return a.elapsed_time(b) / 1e3 if self.cuda else b - a
-
     def share(self) -> tuple[float | None, int]:
         """``(attention time / step time over the sampled steps, number of sampled steps)``;
         ``(None, 0)`` when no step was sampled."""
         steps = [m for m in self.steps if m[1] is not None]
         if not steps:
             return None, 0
-        if self.cuda:
-            torch.cuda.synchronize()
-        step_time = sum(self._seconds(a, b) for a, b in steps)
-        attn_time = sum(self._seconds(a, b) for a, b in self.spans if a is not None and b is not None)
+        step_time = sum(b - a for a, b in steps)
+        attn_time = sum(b - a for a, b in self.spans if a is not None and b is not None)
         return attn_time / step_time, len(steps)
 
     def method(self) -> str:
         return ATTENTION_SHARE_METHOD.format(
-            clock="CUDA events" if self.cuda else "time.perf_counter", every=self.every,
-            offset=self.every // 2,
-            sync="events read after training, no synchronisation during it" if self.cuda
-            else "CPU ops are synchronous")
+            every=self.every, offset=self.every // 2,
+            sync=" after torch.cuda.synchronize() at every mark" if self.cuda else "",
+            unsync=", without synchronisation" if self.cuda else "")
 
     def remove(self) -> None:
         """Restore the attention modules' own ``attend``."""

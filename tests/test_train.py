@@ -14,6 +14,7 @@ from dma_ref.check import nb08
 from dma_ref.paths import FIGURES
 from dma_ref.tasks import IGNORE
 from dma_ref.train import (
+    GPU_PRESET,
     TrainConfig,
     accuracy,
     format_comparison,
@@ -188,6 +189,34 @@ def test_recorded_cpu_comparison():
     # The queries sit beyond the sliding window's reach (2 layers of window w), by construction.
     assert cfg["query_start"] >= 2 * cfg["pairs"] + cfg["n_layers"] * (cfg["window"] - 1)
     assert (FIGURES / "mqar" / "comparison.png").exists()
+
+
+def test_gpu_preset_is_longer_and_out_of_swa_reach():
+    """The GPU run is a longer task than the CPU one, and its queries are out of reach of the
+    two sliding-window layers, as the comment on GPU_PRESET computes."""
+    cfg = TrainConfig(**GPU_PRESET)
+    assert cfg.seq_len > TrainConfig().seq_len and cfg.steps >= 1000
+    assert cfg.query_start >= 2 * cfg.pairs + cfg.n_layers * (cfg.window - 1)
+    assert not nb08.reachable_from(cfg.seq_len, cfg.window, cfg.n_layers, cfg.query_start)[:2 * cfg.pairs].any()
+    assert cfg.window_hold + cfg.window_anneal < cfg.steps          # trained at w for a while
+    assert cfg.batch_size % 8 == 0                                  # splits over 1, 2, 4, 8 GPUs
+
+
+def test_recorded_gpu_comparison():
+    """figures/mqar/results_gpu.json, where a GPU run has been recorded: its format, and the
+    measurements its curves file must carry."""
+    path = FIGURES / "mqar" / "results_gpu.json"
+    if not path.exists():
+        pytest.skip("no GPU run recorded")
+    data = json.loads(path.read_text())
+    curves = json.loads((FIGURES / "mqar" / "curves_gpu.json").read_text())
+    assert set(data) == {"config", "accuracy"} and set(data["accuracy"]) == {"mha", "swa", "dma"}
+    cfg = data["config"]
+    assert cfg["query_start"] >= 2 * cfg["pairs"] + cfg["n_layers"] * (cfg["window"] - 1)
+    for metric in ("seconds", "steps_run", "tokens_per_s", "attention_share"):
+        assert set(curves[metric]) == {"mha", "swa", "dma"}, metric
+    assert curves["gpu"] and "synchronize" in curves["attention_share_method"]
+    assert (FIGURES / "mqar" / "comparison_gpu.png").exists()
 
 
 # ---------------------------------------------------------------------------------------------
