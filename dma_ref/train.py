@@ -108,14 +108,15 @@ class TrainConfig:
 # run), 4 pairs, w = 32 (N/4, as on the CPU), batch 128. Two sliding-window layers reach
 # 2 (w - 1) = 62 positions back and the pairs end at 7, so queries from position 70 on are out of
 # SWA's reach (they sit at >= 80); DMA keeps 32 of up to 128 keys per query.
-# Why not longer, from runs on one H200 (torch 2.11, bf16 autocast, batch 128, lr 1e-3, MHA):
-# at N = 128 the recall circuit formed after ~500 steps, at N = 256 (queries >= 160) after
-# ~3700, and at N = 512 it was still at chance after 1200 steps (4 or 8 pairs, bf16 or fp32);
-# lr 3e-3 kept even N = 128 at chance (CPU). DMA then needs a window hold about as long as
-# MHA's plateau, and it ran at ~16 steps/s against MHA's ~46 (N = 512, batch 128; its time per
-# step is mostly host-side, so N = 256 would not be much faster): N = 256 would need ~5500 DMA
-# steps, ~6 minutes for DMA alone. Here: hold 1000 steps (2x MHA's), anneal 500, 1000 at w;
-# about 1 minute each for MHA and SWA and 3 for DMA (not yet run end to end on a GPU).
+# Why not longer: MHA runs on one H200 (torch 2.11, bf16 autocast, lr 1e-3) learned the task
+# after ~500 steps at N = 128 (batch 64, queries >= 64; also in fp32), after ~3700 at N = 256
+# (batch 128, 4 pairs, queries >= 160), while at N = 512 (batch 128 or 256, 4 or 8 pairs, bf16
+# or fp32) they were still at chance after 500-1300 steps; lr 3e-3 kept even N = 128 at chance
+# (CPU). DMA must hold w = N about as long as MHA's plateau lasts, and at N = 512, batch 128 it
+# trained at ~16 steps/s against MHA's ~46: at N = 256 its ~5500 steps alone would take most of
+# the ~7 minutes.
+# Here: hold 1000 steps (twice MHA's plateau), anneal over 500, then 1000 at w. Expected: about
+# a minute each for MHA and SWA and 3 for DMA; this preset has not yet run end to end on a GPU.
 GPU_PRESET = {"seq_len": 128, "pairs": 4, "query_start": 80, "vocab_size": 64, "window": 32,
               "d_model": 128, "batch_size": 128, "lr": 1e-3, "steps": 2500, "window_hold": 1000,
               "window_anneal": 500, "eval_every": 250, "eval_size": 512}
