@@ -355,8 +355,8 @@ def _replan(plan: KeyPlan, Q: int, block_q: int) -> KeyPlan:
 
 # ------------------------------------------------------------------- the custom operators
 #
-# Configs travel as int lists [rows, block_n (0: autotuned), num_warps, num_stages, max_heads]
-# and the optional ``lists`` flag as -1 (None), 0 or 1: custom operators take plain types only.
+# Configs travel as int lists [rows, block_n (0: autotuned), num_warps, num_stages, max_heads]:
+# custom operators take plain types only.
 
 
 def _cfg_list(cfg: KernelConfig) -> list[int]:
@@ -368,21 +368,11 @@ def _cfg(values) -> KernelConfig:
     return KernelConfig(rows, block_n or None, warps, stages, heads)
 
 
-def _layout(q, k, window: int, causal: bool, mode: str, fwd_cfg: KernelConfig, deterministic):
-    """(GH, BLOCK_Q, dense, {name: (shape, dtype)}) of the forward's plan, from shapes alone."""
-    B, Hq, Q, _D = q.shape
-    Hkv, K = k.shape[1], k.shape[2]
-    GH, bq = _shape(fwd_cfg, Hq // Hkv, Q)
-    dense, shapes = plan_shapes(B * Hkv, K, Q, window, causal=causal, block_q=bq,
-                                lists=True if deterministic else None)
-    return GH, bq, dense, shapes
-
-
-def _fwd_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Tensor,
-                   window: int, causal: bool, scale: float, mode: str, fwd_config: list[int],
-                   bwd_config: list[int], deterministic: bool, keep_fp32: bool
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
-                              torch.Tensor, torch.Tensor, torch.Tensor]:
+def _fwd_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Tensor, window: int,
+              causal: bool, scale: float, mode: str, fwd_config: list[int], bwd_config: list[int],
+              deterministic: bool, keep_fp32: bool
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                         torch.Tensor, torch.Tensor]:
     """``(o, lse, o32, e, idx, start, count)``: the output, its lse, o in fp32 for the backward
     (empty unless ``keep_fp32`` and q is not fp32) and the plan's tensors."""
     fwd_cfg = _cfg(fwd_config)
@@ -403,9 +393,12 @@ _attention_fwd = torch.library.custom_op("dma_ref::attention_fwd", _fwd_impl, mu
 
 @_attention_fwd.register_fake
 def _(q, k, v, s, window, causal, scale, mode, fwd_config, bwd_config, deterministic, keep_fp32):
+    """The outputs' shapes and dtypes from the inputs' alone (no size depends on the scores)."""
     B, Hq, Q, _D = q.shape
-    _GH, _bq, _dense, shapes = _layout(q, k, window, causal, mode, _cfg(fwd_config),
-                                       deterministic)
+    Hkv, K = k.shape[1], k.shape[2]
+    _GH, bq = _shape(_cfg(fwd_config), Hq // Hkv, Q)
+    _dense, shapes = plan_shapes(B * Hkv, K, Q, window, causal=causal, block_q=bq,
+                                 lists=True if deterministic else None)
     o = torch.empty_like(q, memory_format=torch.contiguous_format)
     lse = q.new_empty((B, Hq, Q), dtype=torch.float32)
     o32 = q.new_empty(tuple(q.shape) if keep_fp32 and q.dtype != torch.float32 else (0,),
@@ -415,12 +408,11 @@ def _(q, k, v, s, window, causal, scale, mode, fwd_config, bwd_config, determini
 
 
 def _bwd_impl(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                   s: torch.Tensor, o32: torch.Tensor, lse: torch.Tensor,
-                   dlse: torch.Tensor | None, e: torch.Tensor, idx: torch.Tensor,
-                   start: torch.Tensor, count: torch.Tensor, window: int, causal: bool,
-                   fwd_config: list[int], bwd_config: list[int], scale: float,
-                   deterministic: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
-                                                 torch.Tensor]:
+              s: torch.Tensor, o32: torch.Tensor, lse: torch.Tensor, dlse: torch.Tensor | None,
+              e: torch.Tensor, idx: torch.Tensor, start: torch.Tensor, count: torch.Tensor,
+              window: int, causal: bool, fwd_config: list[int], bwd_config: list[int],
+              scale: float, deterministic: bool
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(dq, dk, dv, ds)`` in the dtypes of q, k, v, s."""
     Q = q.shape[2]
     G = q.shape[1] // k.shape[1]
