@@ -29,7 +29,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .forward import _block_rows, _keep, _list_bounds, _load_rows, _store_rows
+from .forward import _block_rows, _list_bounds, _load_rows, _store_rows, _tile_logits
 
 
 @triton.jit
@@ -38,16 +38,9 @@ def _bwd_tile(q, do, dq, lse2, delta, Kp, Vp, Sp, Ep, DK, DV, DS, kv_base, s_bas
               TEST_COLS: tl.constexpr, TEST_CAUSAL: tl.constexpr, TEST_E: tl.constexpr,
               PREC: tl.constexpr, DS_F32: tl.constexpr, DETERMINISTIC: tl.constexpr):
     d = tl.arange(0, HEAD_DP)
-    koff = kv_base + j.to(tl.int64) * HEAD_D
-    k = _load_rows(Kp, koff, col_ok, d, HEAD_D, HEAD_DP, TEST_COLS)
-    v = _load_rows(Vp, koff, col_ok, d, HEAD_D, HEAD_DP, TEST_COLS)
-    if TEST_COLS:
-        sj = tl.load(Sp + s_base + j, mask=col_ok, other=0.0).to(tl.float32)
-    else:
-        sj = tl.load(Sp + s_base + j).to(tl.float32)
-    x = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale + (sj * 1.4426950408889634)[None, :]
+    k, v, koff, x = _tile_logits(q, Kp, Vp, Sp, Ep, kv_base, s_base, j, col_ok, p, qk_scale,
+                                 HEAD_D, HEAD_DP, TEST_COLS, TEST_CAUSAL, TEST_E, PREC)
     # Not kept: x = -inf, so P = 2^(x - lse) = 0 (empty rows have lse2 = +inf: P = 0 too).
-    x = _keep(x, j, col_ok, p, Ep, s_base, TEST_COLS, TEST_CAUSAL, TEST_E)
     pt = tl.exp2(x - lse2[:, None])
     dp = tl.dot(do, tl.trans(v), input_precision=PREC)
     ds = pt * (dp - delta[:, None])

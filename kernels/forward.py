@@ -79,9 +79,11 @@ def _keep(x, j, col_ok, p, Ep, e_base, TEST_COLS: tl.constexpr, TEST_CAUSAL: tl.
 
 
 @triton.jit
-def _fwd_tile(q, acc, m_i, l_i, Kp, Vp, Sp, Ep, kv_base, s_base, j, col_ok, p, qk_scale,
-              HEAD_D: tl.constexpr, HEAD_DP: tl.constexpr, TEST_COLS: tl.constexpr,
-              TEST_CAUSAL: tl.constexpr, TEST_E: tl.constexpr, PREC: tl.constexpr):
+def _tile_logits(q, Kp, Vp, Sp, Ep, kv_base, s_base, j, col_ok, p, qk_scale,
+                 HEAD_D: tl.constexpr, HEAD_DP: tl.constexpr, TEST_COLS: tl.constexpr,
+                 TEST_CAUSAL: tl.constexpr, TEST_E: tl.constexpr, PREC: tl.constexpr):
+    """The K and V rows of keys ``j`` and the logits ``x = log2(e) (scale q.k + s_j)`` of the
+    tile, -inf where the pair is not kept (shared by the forward and the backward)."""
     d = tl.arange(0, HEAD_DP)
     koff = kv_base + j.to(tl.int64) * HEAD_D
     k = _load_rows(Kp, koff, col_ok, d, HEAD_D, HEAD_DP, TEST_COLS)
@@ -92,6 +94,15 @@ def _fwd_tile(q, acc, m_i, l_i, Kp, Vp, Sp, Ep, kv_base, s_base, j, col_ok, p, q
         sj = tl.load(Sp + s_base + j).to(tl.float32)
     x = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale + (sj * 1.4426950408889634)[None, :]
     x = _keep(x, j, col_ok, p, Ep, s_base, TEST_COLS, TEST_CAUSAL, TEST_E)
+    return k, v, koff, x
+
+
+@triton.jit
+def _fwd_tile(q, acc, m_i, l_i, Kp, Vp, Sp, Ep, kv_base, s_base, j, col_ok, p, qk_scale,
+              HEAD_D: tl.constexpr, HEAD_DP: tl.constexpr, TEST_COLS: tl.constexpr,
+              TEST_CAUSAL: tl.constexpr, TEST_E: tl.constexpr, PREC: tl.constexpr):
+    _k, v, _koff, x = _tile_logits(q, Kp, Vp, Sp, Ep, kv_base, s_base, j, col_ok, p, qk_scale,
+                                   HEAD_D, HEAD_DP, TEST_COLS, TEST_CAUSAL, TEST_E, PREC)
     m_new = tl.maximum(m_i, tl.max(x, 1))
     m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)      # no -inf - -inf
     alpha = tl.exp2(m_i - m_ref)
