@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
-# Set (if unset) before init_process_group: NVLink multicast off in NCCL, PyTorch and NVSHMEM.
+# Set before init_process_group: NVLink multicast off in NCCL, PyTorch and NVSHMEM.
 MULTICAST_OFF = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1",
                  "NVSHMEM_DISABLE_NVLS": "1"}
 
@@ -75,9 +75,8 @@ def init_distributed(device: str | torch.device | None = None) -> DistContext:
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     # NVLink multicast (NVLS) stays off, before NCCL reads its settings: on the shared
     # multi-GPU hosts this project runs on, a program using it can put the host's GPUs out of
-    # service. setdefault: an explicit setting from the environment wins.
-    for name, value in MULTICAST_OFF.items():
-        os.environ.setdefault(name, value)
+    # service for everyone, so an environment that turns it on is overridden.
+    os.environ.update(MULTICAST_OFF)
     if dev.type == "cuda":
         dev = torch.device("cuda", local_rank)
         torch.cuda.set_device(dev)

@@ -19,7 +19,7 @@ NAME=results_gpu.json
 SUFFIX=${NAME#results}; SUFFIX=${SUFFIX%.json}
 mkdir -p "$FIG" /tmp/pkg
 rm -rf /tmp/pkg/dma_ref && cp -r dma_ref /tmp/pkg/dma_ref && cp -r kernels /tmp/pkg/dma_ref/kernels
-# NVLink multicast stays off (dma_ref/distributed.py sets the same when unset).
+# NVLink multicast stays off (dma_ref/distributed.py sets the same before NCCL starts).
 export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/pkg NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 \
        NVSHMEM_DISABLE_NVLS=1
 cd /tmp

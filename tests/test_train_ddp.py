@@ -184,3 +184,21 @@ def test_single_process_ignores_world_size_one(monkeypatch, tmp_path):
     res = main(["--device", "cpu", "--attn", "mha", "--out", str(tmp_path), *cli_args(TINY)])
     assert res["world_size"] == 1 and math.isfinite(res["loss"])
     assert json.loads((tmp_path / "result.json").read_text())["config"]["data_streams"] == 1
+
+
+def test_nvlink_multicast_is_forced_off(monkeypatch):
+    """init_distributed turns NVLink multicast off even where the environment turned it on
+    (on shared multi-GPU hosts it can take every GPU of the host out of service)."""
+    import torch.distributed as dist
+
+    from dma_ref import distributed
+    for name in distributed.MULTICAST_OFF:            # restored after the test
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NCCL_NVLS_ENABLE", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)     # no process group started
+    ctx = distributed.init_distributed("cpu")
+    assert ctx.world_size == 2 and ctx.backend == "gloo"
+    for name, value in distributed.MULTICAST_OFF.items():
+        assert os.environ[name] == value
