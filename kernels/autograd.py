@@ -231,8 +231,12 @@ def _launch(kernel, name: str, cfg: KernelConfig, GH: int, n_qb: int, BH: int, G
             grid = lambda meta: (n_qb, BH * cdiv(G, meta["GH"]))
             _tuned(name)[grid](*args, **consts, GH_MAX=GH)
             return
-        first = _prune(_candidates(name), {"Qp": args[0]}, **consts, GH_MAX=GH)[0]
-        GH = first.kwargs["GH"] if tune else GH
+        fits = _prune(_candidates(name), {"Qp": args[0]}, **consts, GH_MAX=GH)
+        if not tune:                       # the head packing is fixed: keep tiles sized for it
+            fits = [c for c in fits if c.kwargs["GH"] == GH] or [
+                triton.Config({"BLOCK_N": 16, "GH": GH}, num_warps=4, num_stages=1)]
+        first = fits[0]
+        GH = first.kwargs["GH"]
         meta = {"BLOCK_N": first.kwargs["BLOCK_N"], "num_warps": first.num_warps,
                 "num_stages": first.num_stages}
     else:

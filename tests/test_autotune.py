@@ -90,3 +90,30 @@ def test_prune_makes_the_head_packing_concrete_and_drops_what_cannot_fit():
     assert [(c.kwargs["BLOCK_N"], c.kwargs["GH"]) for c in mha] == [(64, 1), (128, 1), (32, 1)]
     small = ag._prune(cands, {"Qp": q}, HEAD_DP=64, BLOCK_Q=16, GH_MAX=1)     # decoding
     assert [(c.kwargs["BLOCK_N"], c.num_warps) for c in small] == [(16, 4)]
+
+
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_untuned_cuda_path_takes_the_first_tile_that_fits(monkeypatch, deterministic):
+    """``DMA_REF_AUTOTUNE=0`` (the GPU accuracy tests) and the deterministic backward (whose
+    partial rows depend on the head packing) launch one candidate without timing any: the first
+    that fits, with the head packing the caller sized its buffers for when it is fixed."""
+    monkeypatch.setattr(ag, "_interpreting", lambda: False)
+    monkeypatch.setattr(ag, "_TUNED", {})
+    monkeypatch.setattr(ag, "FWD_TUNING", ((16, 4, 1, 2), (32, 4, 1, 1)))
+    monkeypatch.setattr(ag, "BWD_TUNING", ((16, 4, 1, 2), (16, 4, 1, 1)))
+    monkeypatch.setenv("DMA_REF_AUTOTUNE", "0")
+    torch.manual_seed(1)
+    q = torch.randn(1, 4, 40, 16)
+    k, v = torch.randn(1, 2, 40, 16), torch.randn(1, 2, 40, 16)
+    s = (torch.randn(1, 2, 40) * 2).round()                  # ties
+    cfg = ag.KernelConfig(rows=32)
+    leaves = [t.clone().requires_grad_(True) for t in (q, k, v, s)]
+    o = dma_attention(*leaves, 7, fwd_config=cfg, bwd_config=cfg, deterministic=deterministic)
+    do = torch.randn_like(o)
+    grads = torch.autograd.grad(o, leaves, do)
+    ref = [t.double().requires_grad_(True) for t in (q, k, v, s)]
+    o_ref = naive_dma_attention(*ref, 7)
+    torch.testing.assert_close(o.double(), o_ref, atol=2e-5, rtol=1e-4)
+    for g, g_ref in zip(grads, torch.autograd.grad(o_ref, ref, do.double())):
+        torch.testing.assert_close(g.double(), g_ref, atol=2e-5, rtol=1e-4)
+    assert ag._TUNED == {} or all(getattr(t, "cache", {}) == {} for t in ag._TUNED.values())
