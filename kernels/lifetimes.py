@@ -46,18 +46,19 @@ __all__ = ["build_lifetimes", "global_lifetimes", "superblock_size"]
 
 
 @triton.jit
-def ranks_kernel(ORDER_REV, ORDER, R, n_k, BLOCK: tl.constexpr):
+def ranks_kernel(ORDER_ASC, ORDER, R, n_k, BLOCK: tl.constexpr):
     """One program: ``BLOCK`` consecutive ranks of head bh (the inverse permutation, in one pass).
 
-    ORDER_REV int64 ``[BH, K]``: ``sort(s.flip(-1), descending, stable).indices`` (in the flipped
-    sequence, so that among equal scores the later key comes first: the tie rule). Writes
-    ORDER int32 ``[BH, K]`` = the keys by rank (``dma_ref.mask.key_order``) and R int32
-    ``[BH, K]`` = the rank of each key (``key_ranks``): ``R[ORDER[r]] = r``.
+    ORDER_ASC int64 ``[BH, K]``: ``sort(s, stable=True).indices``, ascending, equal scores in
+    position order; read backwards it ranks by (s_j, j) descending, so that among equal scores
+    the later key comes first (the tie rule; NaN, sorted last, ranks first). Writes ORDER int32
+    ``[BH, K]`` = the keys by rank (``dma_ref.mask.key_order``) and R int32 ``[BH, K]`` = the
+    rank of each key (``key_ranks``): ``R[ORDER[r]] = r``.
     """
     r = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     bh = tl.program_id(1).to(tl.int64)
     ok = r < n_k
-    j = (n_k - 1 - tl.load(ORDER_REV + bh * n_k + r, mask=ok, other=0)).to(tl.int32)
+    j = tl.load(ORDER_ASC + bh * n_k + (n_k - 1 - r), mask=ok, other=0).to(tl.int32)
     tl.store(ORDER + bh * n_k + r, j, mask=ok)
     tl.store(R + bh * n_k + j, r, mask=ok)
 
@@ -163,12 +164,13 @@ def lifetimes_unchecked(s: torch.Tensor, w: int, superblock: int | None = None,
         raise ValueError(f"superblock={S} must be a power of two and a multiple of block_p="
                          f"{block_p}; block_j={block_j} a power of two")
     BH, dev = B * Hh, s.device
-    # key_order and key_ranks of dma_ref.mask in three launches (flip, sort, ranks_kernel) rather
-    # than eight small torch ops: at N = 16K the builder is bound by launches, not by the GPU.
-    order_rev = torch.sort(s.reshape(BH, K).flip(-1), dim=-1, descending=True, stable=True).indices
+    # key_order and key_ranks of dma_ref.mask in two launches (an ascending stable sort, read
+    # backwards by ranks_kernel) rather than eight small torch ops: at N = 16K the builder is
+    # bound by launches, not by the GPU.
+    order_asc = torch.sort(s.reshape(BH, K), dim=-1, stable=True).indices
     order = torch.empty(BH, K, dtype=torch.int32, device=dev)
     r32 = torch.empty(BH, K, dtype=torch.int32, device=dev)
-    ranks_kernel[(cdiv(K, 1024), BH)](order_rev, order, r32, K, BLOCK=1024, num_warps=4)
+    ranks_kernel[(cdiv(K, 1024), BH)](order_asc, order, r32, K, BLOCK=1024, num_warps=4)
     n_s = -(-K // S)
     NS = next_pow2(n_s)
     n_rb = -(-K // block_j)

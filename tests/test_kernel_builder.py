@@ -83,10 +83,10 @@ def test_ranks_kernel_is_key_order_and_key_ranks(K, ties):
     from dma_ref.mask import key_order, key_ranks
 
     s = scores(2, 3, K, int(torch.randint(0, 2**31 - 1, ())), ties).reshape(6, K)
-    order_rev = torch.sort(s.flip(-1), dim=-1, descending=True, stable=True).indices
+    order_asc = torch.sort(s, dim=-1, stable=True).indices          # as lifetimes_unchecked
     order = torch.full((6, K), -1, dtype=torch.int32)
     r = torch.full((6, K), -1, dtype=torch.int32)
-    ranks_kernel[(-(-K // 1024), 6)](order_rev, order, r, K, BLOCK=1024)
+    ranks_kernel[(-(-K // 1024), 6)](order_asc, order, r, K, BLOCK=1024)
     assert torch.equal(order.long(), key_order(s))
     assert torch.equal(r.long(), key_ranks(s))
 
