@@ -18,6 +18,7 @@ variant and size class; warm up once before capturing a CUDA graph.
 
 from __future__ import annotations
 
+import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -88,6 +89,7 @@ def _padded(D: int) -> int:
     return max(16, next_pow2(D))
 
 
+@functools.cache
 def _fit(cfg: KernelConfig, D: int, elt_bytes: int, backward: bool) -> KernelConfig:
     """Shrink the tiles for wide rows: shared memory grows with rows x D x element size (the
     backward holds q, dO and fp32 dQ; fp16's backward uses fp32 operands). Measured on the H200:
@@ -169,10 +171,12 @@ def _prune(configs, named_args, **kwargs):
         seen.add(key)
         kept.append(triton.Config({"BLOCK_N": c.kwargs["BLOCK_N"], "GH": GH},
                                   num_warps=c.num_warps, num_stages=c.num_stages))
-    if not kept:                                      # tiny shapes: the smallest safe tile
-        kept = [triton.Config({"BLOCK_N": 16, "GH": kwargs["GH_MAX"]}, num_warps=4,
-                              num_stages=1)]
-    return kept
+    return kept or [_smallest_tile(kwargs["GH_MAX"])]
+
+
+def _smallest_tile(GH: int):
+    """The tile used when no candidate fits (tiny or very wide shapes)."""
+    return triton.Config({"BLOCK_N": 16, "GH": GH}, num_warps=4, num_stages=1)
 
 
 class _Tuner(triton.runtime.Autotuner):
@@ -233,8 +237,7 @@ def _launch(kernel, name: str, cfg: KernelConfig, GH: int, n_qb: int, BH: int, G
             return
         fits = _prune(_candidates(name), {"Qp": args[0]}, **consts, GH_MAX=GH)
         if not tune:                       # the head packing is fixed: keep tiles sized for it
-            fits = [c for c in fits if c.kwargs["GH"] == GH] or [
-                triton.Config({"BLOCK_N": 16, "GH": GH}, num_warps=4, num_stages=1)]
+            fits = [c for c in fits if c.kwargs["GH"] == GH] or [_smallest_tile(GH)]
         first = fits[0]
         GH = first.kwargs["GH"]
         meta = {"BLOCK_N": first.kwargs["BLOCK_N"], "num_warps": first.num_warps,
@@ -246,9 +249,9 @@ def _launch(kernel, name: str, cfg: KernelConfig, GH: int, n_qb: int, BH: int, G
     kernel[(n_qb, BH * cdiv(G, GH))](*args, **consts, GH=GH, **meta)
 
 
-def dma_forward(q, k, v, s32, plan: KeyPlan, scale: float, cfg: KernelConfig, GH: int,
+def dma_forward(q, k, v, s, plan: KeyPlan, scale: float, cfg: KernelConfig, GH: int,
                 keep_fp32: bool = False):
-    """Launch the forward. Returns ``(o [B, Hq, Q, D] in q's dtype, lse [B, Hq, Q] fp32, o32)``;
+    """Launch the forward (s ``[B, Hkv, K]`` contiguous, any float dtype). Returns ``(o [B, Hq, Q, D] in q's dtype, lse [B, Hq, Q] fp32, o32)``;
     ``o32`` is o in fp32 when ``keep_fp32`` and q is not fp32 (for the backward's Delta), else o.
     GH: query heads packed per program (at most; the autotuner may halve it)."""
     B, Hq, Q, D = q.shape
@@ -259,14 +262,15 @@ def dma_forward(q, k, v, s32, plan: KeyPlan, scale: float, cfg: KernelConfig, GH
     o32 = torch.empty(q.shape, dtype=torch.float32, device=q.device) if store32 else o
     lse = torch.empty(B, Hq, Q, dtype=torch.float32, device=q.device)
     consts = {"BLOCK_Q": plan.block_q, "HEAD_D": D, "HEAD_DP": _padded(D), "CAUSAL": plan.causal,
-                  "DENSE": plan.dense, "USE_E": plan.use_e, "PREC": _prec(q.dtype), "STORE_O32": store32}
-    args = (q, k, v, s32, plan.e, plan.idx, plan.start, plan.count, o, o32, lse,
+              "DENSE": plan.dense, "USE_E": plan.use_e, "PREC": _prec(q.dtype),
+              "STORE_O32": store32}
+    args = (q, k, v, s, plan.e, plan.idx, plan.start, plan.count, o, o32, lse,
             Q, K, G, plan.n_qb, scale * LOG2E, plan.n_qb.bit_length())
     _launch(dma_fwd_kernel, "fwd", cfg, GH, plan.n_qb, B * Hkv, G, args, consts)
     return o, lse, o32
 
 
-def dma_backward(do, q, k, v, s32, o, lse, plan: KeyPlan, scale: float, cfg: KernelConfig,
+def dma_backward(do, q, k, v, s, o, lse, plan: KeyPlan, scale: float, cfg: KernelConfig,
                  GH: int, deterministic: bool = False, dlse: torch.Tensor | None = None):
     """Launch the backward. Returns ``(dq, dk32, dv32, ds32)``; dk, dv, ds in fp32.
 
@@ -290,10 +294,10 @@ def dma_backward(do, q, k, v, s32, o, lse, plan: KeyPlan, scale: float, cfg: Ker
         pk = torch.empty(rows, D, dtype=torch.float32, device=q.device)
         pv, ps = torch.empty_like(pk), torch.empty(rows, dtype=torch.float32, device=q.device)
     consts = {"BLOCK_Q": plan.block_q, "HEAD_D": D, "HEAD_DP": _padded(D), "CAUSAL": plan.causal,
-                  "DENSE": plan.dense, "USE_E": plan.use_e, "PREC": _prec(q.dtype),
-                  "DS_F32": q.dtype == torch.float16, "DETERMINISTIC": deterministic,
-                  "HAS_DLSE": dlse is not None}
-    args = (q, k, v, s32, plan.e, plan.idx, plan.start, plan.count, do, lse,
+              "DENSE": plan.dense, "USE_E": plan.use_e, "PREC": _prec(q.dtype),
+              "DS_F32": q.dtype == torch.float16, "DETERMINISTIC": deterministic,
+              "HAS_DLSE": dlse is not None}
+    args = (q, k, v, s, plan.e, plan.idx, plan.start, plan.count, do, lse,
             lse if dlse is None else dlse, o, dq,
             *((pk, pv, ps) if deterministic else (dk, dv, ds)),
             Q, K, G, plan.n_qb, scale * LOG2E, scale, list_w, plan.n_qb.bit_length())
@@ -380,12 +384,12 @@ def _fwd_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Tensor
     """``(o, lse, o32, e, idx, start, count)``: the output, its lse, o in fp32 for the backward
     (empty unless ``keep_fp32`` and q is not fp32) and the plan's tensors."""
     fwd_cfg = _cfg(fwd_config)
-    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
-    s32 = s.contiguous()                      # any float dtype: the kernels read it as fp32
+    # s in any float dtype: the kernels read it as fp32 (no copy)
+    q, k, v, s = q.contiguous(), k.contiguous(), v.contiguous(), s.contiguous()
     GH, bq = _shape(fwd_cfg, q.shape[1] // k.shape[1], q.shape[2])
     plan = build_plan(s, window, q.shape[2], causal=causal, mode=mode, block_q=bq,
                       lists=True if deterministic else None)
-    o, lse, o32 = dma_forward(q, k, v, s32, plan, scale, fwd_cfg, GH, keep_fp32=keep_fp32)
+    o, lse, o32 = dma_forward(q, k, v, s, plan, scale, fwd_cfg, GH, keep_fp32=keep_fp32)
     if o32 is o:
         o32 = torch.empty(0, dtype=torch.float32, device=q.device)
     # (Outputs of a custom operator may not alias: build_plan gives each empty part its own.)
@@ -425,11 +429,10 @@ def _bwd_impl(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tenso
     bwd_cfg = _cfg(bwd_config)
     GH, bq = _shape(bwd_cfg, G, Q)
     plan = _replan(plan, Q, bq)
-    s32 = s.contiguous()                      # any float dtype: the kernels read it as fp32
     dlse = None if dlse is None else dlse.to(torch.float32).contiguous()
     dq, dk, dv, ds = dma_backward(do.contiguous(), q.contiguous(), k.contiguous(),
-                                  v.contiguous(), s32, o32, lse, plan, scale, bwd_cfg, GH,
-                                  deterministic, dlse)
+                                  v.contiguous(), s.contiguous(), o32, lse, plan, scale, bwd_cfg,
+                                  GH, deterministic, dlse)
     return dq, dk.to(k.dtype), dv.to(v.dtype), ds.to(s.dtype)
 
 

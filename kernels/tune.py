@@ -97,28 +97,27 @@ def bench_n(N: int, w: int, fwd_cands, bwd_cands) -> dict:
     plan = build_plan(s, w, N, block_q=bq)
     res["list_entries"] = int(plan.count.sum())
     res["union_mean"] = float(plan.count.float().mean()) + bq
-    s32 = s.float()
     scale = q.shape[-1] ** -0.5
     o_ref = None
     for c in fwd_cands:
         GH, bq_c = _shape(c, G, N)
         plan_c = build_plan(s, w, N, block_q=bq_c)
         try:
-            o, _, _ = dma_forward(q, k, v, s32, plan_c, scale, c, GH)
+            o, _, _ = dma_forward(q, k, v, s, plan_c, scale, c, GH)
             if o_ref is None:
                 o_ref = o
             res["check"]["fwd " + cfg_name(c)] = rel(o, o_ref)
             res["fwd"][cfg_name(c)] = do_bench(
-                lambda c=c, plan_c=plan_c, GH=GH: dma_forward(q, k, v, s32, plan_c, scale, c, GH))
+                lambda c=c, plan_c=plan_c, GH=GH: dma_forward(q, k, v, s, plan_c, scale, c, GH))
         except Exception as err:  # noqa: BLE001 - e.g. out of shared memory: report, go on
             res["fwd"][cfg_name(c)] = f"failed: {type(err).__name__}: {str(err)[:120]}"
     res["fwd_with_mask_ms"] = do_bench(lambda: dma_attention(q, k, v, s, w))
     GH, _ = _shape(FWD_CONFIG, G, N)
-    _, lse, o32 = dma_forward(q, k, v, s32, plan, scale, FWD_CONFIG, GH, keep_fp32=True)
+    _, lse, o32 = dma_forward(q, k, v, s, plan, scale, FWD_CONFIG, GH, keep_fp32=True)
     GHb, bqb = _shape(BWD_CONFIG, G, N)
     plan_b = _replan(plan, N, bqb)
     res["bwd_kernel_ms"] = do_bench(
-        lambda: dma_backward(do, q, k, v, s32, o32, lse, plan_b, scale, BWD_CONFIG, GHb))
+        lambda: dma_backward(do, q, k, v, s, o32, lse, plan_b, scale, BWD_CONFIG, GHb))
     leaves = [t.requires_grad_(True) for t in (q, k, v, s)]
     g_ref = None
     for c in bwd_cands:
