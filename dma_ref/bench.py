@@ -396,13 +396,15 @@ def prepare_dma_triton(case: Case, w: int, timer: Timer) -> Prepared:
     q, k, v, s, do = case.q, case.k, case.v, case.s, case.do
     sd = s.detach()
     notes = []
+    tile = None
     try:
         # The whole mask construction one call does (lifetimes + per-block key lists), with the
-        # forward's query-block size, and the lifetime scan alone.
+        # forward's query-block size (the call's own tile choice), and the lifetime scan alone.
         from dma_ref.kernels import FWD_CONFIG, build_lifetimes, build_plan
-        from dma_ref.kernels.autograd import _shape
-        _, bq = _shape(FWD_CONFIG, case.G, case.q.shape[2])
-        notes.append(f"build_ms={timer(lambda: build_plan(sd, w, case.q.shape[2], block_q=bq)):.4f}")
+        from dma_ref.kernels.autograd import _fit, _shape
+        cfg = _fit(FWD_CONFIG, q.shape[-1], 2, False)
+        tile = (cfg, *_shape(cfg, case.G, q.shape[2]))                 # (cfg, GH, BLOCK_Q)
+        notes.append(f"build_ms={timer(lambda: build_plan(sd, w, q.shape[2], block_q=tile[2])):.4f}")
         notes.append(f"lifetimes_ms={timer(lambda: build_lifetimes(sd, w)):.4f}")
     except (ImportError, AttributeError) as err:
         notes.append(f"builder not timed ({err})")
@@ -414,26 +416,26 @@ def prepare_dma_triton(case: Case, w: int, timer: Timer) -> Prepared:
         return torch.autograd.grad(dma_attention(q, k, v, s, w), (q, k, v, s), do)
 
     def extra() -> list[str]:
+        if tile is None:
+            return []
         try:
-            return _dma_split(case, w, timer, fwd, fwdbwd)
+            return _dma_split(case, w, timer, fwd, fwdbwd, *tile)
         except Exception as err:  # noqa: BLE001 - the split is extra information, never fatal
             return [f"split not timed ({type(err).__name__}: {str(err)[:120]})"]
     return Prepared(fwd, fwdbwd, notes, extra=extra)
 
 
-def _dma_split(case: Case, w: int, timer: Timer, fwd, fwdbwd) -> list[str]:
+def _dma_split(case: Case, w: int, timer: Timer, fwd, fwdbwd, cfg, GH: int, bq: int) -> list[str]:
     """Where DMA's time goes: the forward kernel alone on a prebuilt plan (``fwd_kernel_ms``),
     the whole forward and forward + backward replayed from a CUDA graph (``graph_fwd_ms``,
     ``graph_fwdbwd_ms``: the same GPU work without Python and launch overhead), and the tiles
     the autotuner chose (``tuned_fwd`` / ``tuned_bwd``: BLOCK_N, query heads per program,
-    warps, stages)."""
-    from dma_ref.kernels import FWD_CONFIG, build_plan
-    from dma_ref.kernels.autograd import _TUNED, _fit, _shape, dma_forward
+    warps, stages). ``cfg, GH, bq``: the forward's tile, as ``prepare_dma_triton`` found it."""
+    from dma_ref.kernels import build_plan
+    from dma_ref.kernels.autograd import _TUNED, dma_forward
 
     q, k, v, s = case.q, case.k, case.v, case.s
     D, N = q.shape[-1], q.shape[2]
-    cfg = _fit(FWD_CONFIG, D, 2, False)
-    GH, bq = _shape(cfg, case.G, N)
     sd = s.detach()
     plan = build_plan(sd, w, N, block_q=bq)
     qd, kd, vd = q.detach(), k.detach(), v.detach()
@@ -442,7 +444,7 @@ def _dma_split(case: Case, w: int, timer: Timer, fwd, fwdbwd) -> list[str]:
     kernel_ms = timer(lambda: dma_forward(qd, kd, vd, sd, plan, D**-0.5, cfg, GH, True))
     notes = [f"fwd_kernel_ms={kernel_ms:.4f}"]
     for name, fn in (("graph_fwd_ms", fwd), ("graph_fwdbwd_ms", fwdbwd)):
-        notes.append(f"{name}={timer(_graphed(fn)):.4f}")
+        notes.append(f"{name}={timer(graphed(fn)):.4f}")
     for name in ("fwd", "bwd"):
         best = getattr(_TUNED.get(name), "best_config", None)
         if best is not None:
@@ -451,9 +453,9 @@ def _dma_split(case: Case, w: int, timer: Timer, fwd, fwdbwd) -> list[str]:
     return notes
 
 
-def _graphed(fn: Callable[[], object]) -> Callable[[], None]:
-    """``fn`` captured once in a CUDA graph (after two warm-up calls on a side stream);
-    returns the replay."""
+def graphed(fn: Callable[[], object]) -> Callable[[], None]:
+    """``fn`` captured once in a CUDA graph (after two warm-up calls on a side stream, which
+    compile and autotune); returns the replay. Used by the benchmark and scripts/profile_*.py."""
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):

@@ -22,6 +22,7 @@ from dma_ref.kernels.lifetimes import (
 )
 from triton.testing import do_bench
 
+from dma_ref.bench import graphed
 from dma_ref.mask import key_order, key_ranks
 
 W, BP = 1024, 128
@@ -32,15 +33,7 @@ def graph_ms(fn):
     the eager launches costs (the difference to the eager time). Returns the reason instead of
     a time when the capture fails (a host sync or an allocation the graph cannot hold)."""
     try:
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):                # warm-up outside the capture: compilation
-            fn()
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            fn()
-        return do_bench(graph.replay)
+        return do_bench(graphed(fn))
     except Exception as err:  # noqa: BLE001 - a failed capture is a result worth printing
         return f"capture failed: {type(err).__name__}: {str(err)[:100]}"
 

@@ -51,18 +51,12 @@ from dma_ref.kernels import FWD_CONFIG, build_plan
 from dma_ref.kernels.autograd import _TUNED, _fit, _fwd_impl, _shape, dma_forward
 from triton.testing import do_bench
 
+from dma_ref.bench import graphed
 
-def graph_ms(fn):
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        fn()
-        fn()
-    torch.cuda.current_stream().wait_stream(side)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        fn()
-    return do_bench(g.replay)
+
+def graph_ms(fn) -> float:
+    """Median ms of ``fn`` replayed from a CUDA graph (no host work)."""
+    return do_bench(graphed(fn))
 
 
 def split(n: int) -> dict:
