@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
+from test_train import TINY as TRAIN_TINY
 
 from dma_ref.distributed import DistContext
 from dma_ref.train import (
@@ -25,10 +26,8 @@ from dma_ref.train import (
     train,
 )
 
-# Like TINY in test_train.py, with a short window curriculum so that it runs under DDP too.
-TINY = {"seq_len": 16, "pairs": 2, "query_start": None, "vocab_size": 16, "d_model": 32, "n_heads": 2,
-        "window": 4, "batch_size": 16, "eval_size": 32, "eval_every": 3, "warmup": 2, "window_hold": 2,
-        "window_anneal": 2, "steps": 6, "lr": 3e-3}
+# test_train.py's TINY, with a short window curriculum so that it runs under DDP too.
+TINY = {**TRAIN_TINY, "eval_every": 3, "window_hold": 2, "window_anneal": 2, "steps": 6, "lr": 3e-3}
 ATTNS = ("mha", "swa", "dma")                 # dma: the naive backend on the CPU
 WORLD = 2
 
