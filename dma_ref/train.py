@@ -463,26 +463,10 @@ def train(cfg: TrainConfig, device: torch.device | str = "cpu", *, progress: boo
             "world_size": ctx.world_size, "params": model.num_params(), "model": model}
 
 
-class _NoBar:
-    """Stands in for tqdm where it is missing: iterates, ignores postfixes."""
-
-    def __init__(self, it):
-        self.it = it
-
-    def __iter__(self):
-        return iter(self.it)
-
-    def set_postfix(self, *args, **kwargs) -> None:
-        pass
-
-
 def _progress_bar(it, desc: str, show: bool):
-    """A tqdm bar over ``it`` (refreshed at most once a second), or a silent stand-in when
-    ``show`` is false or tqdm is not installed (a bare GPU machine)."""
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return _NoBar(it)
+    """A tqdm bar over ``it`` (refreshed at most once a second); silent when ``show`` is false."""
+    from tqdm.auto import tqdm
+
     return tqdm(it, desc=desc, disable=not show, mininterval=1.0)
 
 
