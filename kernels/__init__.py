@@ -9,14 +9,15 @@ before any kernel is defined).
   of 8 up to 256; the backward adds dk, dv, ds atomically unless ``deterministic=True``. No host
   synchronisation on CUDA (CUDA graphs can capture it), two custom operators for
   ``torch.compile`` (no graph break), tiles autotuned on CUDA (``FWD_TUNING``, ``BWD_TUNING``).
-* The mask builder, timed separately by the benchmark: ``build_lifetimes(s, w)`` (the exact
-  ``e_j`` of DESIGN.md 3.5, lifetimes.py), ``global_lifetimes``, ``block_key_lists(e, Q, BQ)``
+* The mask builder, timed separately by the benchmark: ``build_thresholds(s, w)`` (theta_p,
+  the w-th best rank so far) and ``build_lifetimes(s, w)`` (the exact ``e_j`` of DESIGN.md 3.5,
+  lifetimes.py), ``global_lifetimes``, ``block_key_lists(rank_keys(s), theta, Q, BQ, w)``
   (per-query-block key lists, blocks.py) and ``build_plan`` (everything one call needs).
 """
 
 from .autograd import BWD_CONFIG, FWD_CONFIG, HEAD_DIMS, KernelConfig, dma_attention
 from .blocks import KeyPlan, block_key_lists, build_plan, topw_key_lists
-from .lifetimes import build_lifetimes, global_lifetimes, superblock_size
+from .lifetimes import build_lifetimes, build_thresholds, global_lifetimes, rank_keys
 
 __all__ = [
     "BWD_CONFIG",
@@ -27,8 +28,9 @@ __all__ = [
     "block_key_lists",
     "build_lifetimes",
     "build_plan",
+    "build_thresholds",
     "dma_attention",
     "global_lifetimes",
-    "superblock_size",
+    "rank_keys",
     "topw_key_lists",
 ]

@@ -39,7 +39,7 @@ from .backward import dma_bwd_kernel, reduce_partials_kernel
 from .blocks import KeyPlan, block_key_lists, build_plan, plan_shapes
 from .forward import LOG2E, dma_fwd_kernel
 from .hostmath import cdiv, next_pow2
-from .lifetimes import _on_triton
+from .lifetimes import _on_triton, rank_keys, thresholds_unchecked
 
 __all__ = [
     "BWD_CONFIG",
@@ -249,11 +249,19 @@ def _launch(kernel, name: str, cfg: KernelConfig, GH: int, n_qb: int, BH: int, G
     kernel[(n_qb, BH * cdiv(G, GH))](*args, **consts, GH=GH, **meta)
 
 
+def _scores32(s: torch.Tensor) -> torch.Tensor:
+    """s in fp32 for the kernels. Gathered 2-byte loads of bf16 scores made the forward kernel
+    40% slower on the H200 (0.463 vs 0.328 ms at N = 16K, 3.52 vs 2.47 ms at 128K, same tile,
+    2026-12-03): a copy of K floats per head costs a few microseconds."""
+    return s if s.dtype == torch.float32 else s.float()
+
+
 def dma_forward(q, k, v, s, plan: KeyPlan, scale: float, cfg: KernelConfig, GH: int,
                 keep_fp32: bool = False):
     """Launch the forward (s ``[B, Hkv, K]`` contiguous, any float dtype). Returns ``(o [B, Hq, Q, D] in q's dtype, lse [B, Hq, Q] fp32, o32)``;
     ``o32`` is o in fp32 when ``keep_fp32`` and q is not fp32 (for the backward's Delta), else o.
     GH: query heads packed per program (at most; the autotuner may halve it)."""
+    s = _scores32(s)
     B, Hq, Q, D = q.shape
     Hkv, K = k.shape[1], k.shape[2]
     G = Hq // Hkv
@@ -283,6 +291,7 @@ def dma_backward(do, q, k, v, s, o, lse, plan: KeyPlan, scale: float, cfg: Kerne
     Hkv, K = k.shape[1], k.shape[2]
     G = Hq // Hkv
     n_hg = -(-G // GH)
+    s = _scores32(s)
     dq = torch.empty_like(q)
     dk = torch.zeros(B, Hkv, K, D, dtype=torch.float32, device=q.device)
     dv = torch.zeros_like(dk)
@@ -344,8 +353,9 @@ def _reduce_partials(pk, pv, ps, key_map, n_hg: int, K: int, dk, dv, ds) -> None
                                       HEAD_D=D, HEAD_DP=_padded(D), num_warps=1)
 
 
-def _replan(plan: KeyPlan, Q: int, block_q: int) -> KeyPlan:
-    """The same selection with key lists for another query block size."""
+def _replan(plan: KeyPlan, Q: int, block_q: int, s: torch.Tensor, mode: str) -> KeyPlan:
+    """The same selection with key lists for another query block size (the backward's tile
+    may hold fewer rows than the forward's); s ``[B, Hkv, K]`` is ranked again for them."""
     if plan.block_q == block_q:
         return plan
     n_qb = -(-Q // block_q)
@@ -357,7 +367,9 @@ def _replan(plan: KeyPlan, Q: int, block_q: int) -> KeyPlan:
         start = plan.start[:, :1].expand(BH, n_qb).contiguous()
         count = plan.count[:, :1].expand(BH, n_qb).contiguous()
         return KeyPlan(False, False, plan.window, block_q, n_qb, plan.e, plan.idx, start, count)
-    idx, start, count = block_key_lists(plan.e, Q, block_q, plan.window)
+    ranks = rank_keys(s)
+    theta = thresholds_unchecked(ranks, plan.window) if mode == "row" else None
+    idx, start, count = block_key_lists(ranks, theta, Q, block_q, plan.window)
     return KeyPlan(True, False, plan.window, block_q, n_qb, plan.e, idx, start, count)
 
 
@@ -418,7 +430,7 @@ def _(q, k, v, s, window, causal, scale, mode, fwd_config, bwd_config, determini
 def _bwd_impl(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
               s: torch.Tensor, o32: torch.Tensor, lse: torch.Tensor, dlse: torch.Tensor | None,
               e: torch.Tensor, idx: torch.Tensor, start: torch.Tensor, count: torch.Tensor,
-              window: int, causal: bool, fwd_config: list[int], bwd_config: list[int],
+              window: int, causal: bool, mode: str, fwd_config: list[int], bwd_config: list[int],
               scale: float, deterministic: bool
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(dq, dk, dv, ds)`` in the dtypes of q, k, v, s."""
@@ -428,7 +440,7 @@ def _bwd_impl(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tenso
     plan = KeyPlan(causal, idx.numel() == 0, window, bq_f, -(-Q // bq_f), e, idx, start, count)
     bwd_cfg = _cfg(bwd_config)
     GH, bq = _shape(bwd_cfg, G, Q)
-    plan = _replan(plan, Q, bq)
+    plan = _replan(plan, Q, bq, s.contiguous(), mode)
     dlse = None if dlse is None else dlse.to(torch.float32).contiguous()
     dq, dk, dv, ds = dma_backward(do.contiguous(), q.contiguous(), k.contiguous(),
                                   v.contiguous(), s.contiguous(), o32, lse, plan, scale, bwd_cfg,
@@ -440,7 +452,7 @@ _attention_bwd = torch.library.custom_op("dma_ref::attention_bwd", _bwd_impl, mu
 
 
 @_attention_bwd.register_fake
-def _(do, q, k, v, s, o32, lse, dlse, e, idx, start, count, window, causal, fwd_config,
+def _(do, q, k, v, s, o32, lse, dlse, e, idx, start, count, window, causal, mode, fwd_config,
       bwd_config, scale, deterministic):
     return (torch.empty_like(q, memory_format=torch.contiguous_format),
             torch.empty_like(k, memory_format=torch.contiguous_format),
@@ -449,11 +461,11 @@ def _(do, q, k, v, s, o32, lse, dlse, e, idx, start, count, window, causal, fwd_
 
 
 def _setup_context(ctx, inputs, output):
-    q, k, v, s, window, causal, scale, _mode, fwd_config, bwd_config, deterministic, _ = inputs
+    q, k, v, s, window, causal, scale, mode, fwd_config, bwd_config, deterministic, _ = inputs
     o, lse, o32, e, idx, start, count = output
     # fp32 inputs: o itself is the fp32 output the backward's Delta needs.
     ctx.save_for_backward(q, k, v, s, o32 if o32.numel() else o, lse, e, idx, start, count)
-    ctx.args = (window, causal, fwd_config, bwd_config, scale, deterministic)
+    ctx.args = (window, causal, mode, fwd_config, bwd_config, scale, deterministic)
     ctx.mark_non_differentiable(o32, e, idx, start, count)
     ctx.set_materialize_grads(False)          # no zero tensors for gradients nobody sends
 

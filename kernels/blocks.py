@@ -11,11 +11,14 @@ The kernels read the diagonal range contiguously and the off-diagonal list by in
 the list is kept at position p0, so a list never holds more than w keys: each block owns a slot
 of ``W = min(w, K)`` entries and no size has to travel back to the host.
 
-Filling block b's slot, without a Q x K tensor and without scanning all p0 earlier keys: cut the
-keys into chunks of ``CH`` and sort each chunk by ``e`` descending, once for all blocks. Inside a
-chunk that lies wholly before p0 the list members (``e_j > p0``) are then a prefix, whose length
-is one binary search per (chunk, block). ``block_lists_kernel`` finds those lengths, copies the
-prefixes one after the other, then scans the one chunk that straddles p0 key by key.
+In ranks (lifetimes.py): ``e_j > p0`` for ``j < p0`` says ``r_j <= theta_p0``, so the list is
+
+    {j < p0 : r_j <= theta_p0}      (global mode: theta = w - 1 everywhere),
+
+the keys before p0 among the ``theta_p0 + 1`` best. ``block_lists_kernel`` walks the positions
+``0 .. p0 - 1`` testing the rank (position order) while ``p0^2 <= w K``, else the ranks
+``0 .. theta_p0`` (in ``order``) testing the position (rank order). With ``theta_p ~ w K / p`` on
+random scores that is at most ``sqrt(w K)`` keys per block, O(w K log(K / w) / BQ) in all.
 
 ``KeyPlan`` bundles what both kernels consume for one call: the mode flags, ``e`` (int32) and
 the lists.
@@ -32,8 +35,16 @@ import triton.language as tl
 from dma_ref.mask import key_order
 from dma_ref.validate import check_mode, check_tensor, check_window
 
-from .hostmath import next_pow2
-from .lifetimes import _on_triton, global_lifetimes_unchecked, lifetimes_unchecked
+from .hostmath import cdiv
+from .lifetimes import (
+    E_BLOCK,
+    KeyRanks,
+    _lifetimes_of,
+    _on_triton,
+    lifetimes_from_thresholds,
+    rank_keys,
+    thresholds_unchecked,
+)
 
 __all__ = ["KeyPlan", "block_key_lists", "build_plan", "plan_shapes", "topw_key_lists"]
 
@@ -65,97 +76,98 @@ class KeyPlan:
         return self.causal and self.e.numel() > 0
 
 
-@triton.jit
-def block_lists_kernel(E, E_SORTED, ORDER, IDX, START, CNT, n_k, p_first, n_qb, W, block_q,
-                       n_full, CH: tl.constexpr, NCH: tl.constexpr, LOG_CH: tl.constexpr,
-                       TILE: tl.constexpr):
-    """One program: the list of query block b of head bh, written to ``IDX[(bh n_qb + b) W:]``.
+LIST_TILE = 1024                          # keys per step of a list's walk
 
-    E int32 ``[BH, K]`` lifetimes; E_SORTED, ORDER ``[BH, n_full, CH]``: the e of each full chunk
-    sorted descending and their positions inside the chunk (int64); START int64 and CNT int32
-    ``[BH, n_qb]`` out.
+
+@triton.jit
+def _block_list(R, ORDER, THETA, IDX, START, CNT, n_k, p_first, n_qb, W, block_q, w, b, bh,
+                GLOBAL: tl.constexpr, TILE: tl.constexpr):
+    """The list of query block b of head bh, written to ``IDX[(bh n_qb + b) W:]``.
+
+    R, ORDER int32 ``[BH, K]`` (ranks, keys by rank); THETA int32 ``[BH, K]`` (row mode; unused
+    with GLOBAL); START int64 and CNT int32 ``[BH, n_qb]`` out.
     """
-    b = tl.program_id(0)
-    bh = tl.program_id(1).to(tl.int64)
     p0 = p_first + b * block_q
+    w = w + 0 * p0                       # a tensor even when Triton makes w = 1 a constant
     out = IDX + (bh * n_qb + b) * W
-    # Members of each chunk wholly before p0 (e > p0): a prefix of the sorted chunk, whose length
-    # a binary search finds, all chunks at once (NCH lanes, LOG_CH steps).
-    c = tl.arange(0, NCH)
-    before = (c < n_full) & ((c + 1) * CH <= p0)
-    row = E_SORTED + (bh * n_full + c) * CH
-    ln = tl.zeros([NCH], tl.int32)
-    for it in tl.static_range(LOG_CH):
-        half = CH >> (it + 1)
-        e_mid = tl.load(row + ln + (half - 1), mask=before, other=0)
-        ln += tl.where(e_mid > p0, half, 0)
-    ln += (tl.load(row + ln, mask=before, other=0) > p0).to(tl.int32)
-    ln = tl.where(before, ln, 0)
-    # The prefixes, concatenated: slot t belongs to the chunk whose inclusive end passes t.
-    end = tl.cumsum(ln, 0)
-    total = tl.sum(ln, 0)
-    for t0 in range(0, total, TILE):
-        t = t0 + tl.arange(0, TILE)
-        done = end[None, :] <= t[:, None]                               # [TILE, NCH]
-        chunk = tl.sum(done.to(tl.int32), 1)
-        first = tl.max(tl.where(done, end[None, :], 0), 1)              # slot of its first member
-        local = tl.load(ORDER + (bh * n_full + chunk) * CH + (t - first), mask=t < total)
-        tl.store(out + t, (chunk * CH + local).to(tl.int32), mask=t < total)
-    # The chunk that straddles p0: its keys before p0, in position order.
-    n = total
-    for j0 in range((p0 // CH) * CH, p0, TILE):
-        j = j0 + tl.arange(0, TILE)
-        e = tl.load(E + bh * n_k + j, mask=j < p0, other=0)
-        keep = (j < p0) & (e > p0)
-        slot = n + tl.cumsum(keep.to(tl.int32), 0) - 1
-        tl.store(out + slot, j, mask=keep)
-        n += tl.sum(keep.to(tl.int32), 0)
+    if GLOBAL:
+        theta = w - 1
+    else:
+        theta = tl.load(THETA + bh * n_k + p0)          # >= K: fewer than w keys, all kept
+    n_r = tl.minimum(theta + 1, n_k)                    # the ranks that can be kept at p0
+    # Walk the shorter sequence, judged without theta: theta's value (a rank among all K keys)
+    # moves with later scores, and the list's order must not (bit-exact causality). On random
+    # scores theta_p0 + 1 ~ w K / p0 (global mode: w).
+    if GLOBAL:
+        by_position = p0 <= w
+    else:
+        by_position = p0.to(tl.int64) * p0 <= w.to(tl.int64) * n_k
+    n = p0 * 0
+    if by_position:                                     # walk the positions before p0
+        for j0 in range(0, p0, TILE):
+            j = j0 + tl.arange(0, TILE)
+            r = tl.load(R + bh * n_k + j, mask=j < p0, other=n_k)
+            keep = (j < p0) & (r <= theta)
+            tl.store(out + n + tl.cumsum(keep.to(tl.int32), 0) - 1, j, mask=keep)
+            n += tl.sum(keep.to(tl.int32), 0)
+    else:                                               # walk the n_r best keys
+        for r0 in range(0, n_r, TILE):
+            r = r0 + tl.arange(0, TILE)
+            j = tl.load(ORDER + bh * n_k + r, mask=r < n_r, other=n_k)
+            keep = (r < n_r) & (j < p0)
+            tl.store(out + n + tl.cumsum(keep.to(tl.int32), 0) - 1, j, mask=keep)
+            n += tl.sum(keep.to(tl.int32), 0)
     tl.store(CNT + bh * n_qb + b, n)
     tl.store(START + bh * n_qb + b, (bh * n_qb + b) * W)                # int64: BH nQB W may pass 2^31
 
 
-def chunk_size(K: int, tile: int = 128) -> int:
-    """The default CH: the smallest power of two >= ``tile`` that cuts K into at most 64 chunks."""
-    return max(tile, next_pow2(-(-K // 64)))
+@triton.jit
+def block_lists_kernel(R, ORDER, THETA, IDX, START, CNT, n_k, p_first, n_qb, W, block_q, w,
+                       GLOBAL: tl.constexpr, TILE: tl.constexpr):
+    """One program: the list of query block b = program 0 of head bh = program 1."""
+    _block_list(R, ORDER, THETA, IDX, START, CNT, n_k, p_first, n_qb, W, block_q, w,
+                tl.program_id(0), tl.program_id(1).to(tl.int64), GLOBAL, TILE)
 
 
-def block_key_lists(e: torch.Tensor, q_len: int, block_q: int, window: int, *,
-                    chunk: int | None = None, tile: int = 128):
+@triton.jit
+def plan_kernel(R, ORDER, THETA, E, IDX, START, CNT, n_k, p_first, n_qb, W, block_q, w, n_eb,
+                LOG_K: tl.constexpr, E_BLOCK: tl.constexpr, TILE: tl.constexpr):
+    """Row mode, one launch for both consumers of theta: programs ``[0, n_eb)`` compute the
+    lifetimes (lifetimes.py), the next ``n_qb`` the key lists (launches cost the host ~60 us
+    each on the H200's machine, more than either part's GPU time at N <= 16K)."""
+    i = tl.program_id(0)
+    bh = tl.program_id(1).to(tl.int64)
+    if i < n_eb:
+        _lifetimes_of(R, THETA, E, n_k, i, bh, LOG_K, E_BLOCK)
+    else:
+        _block_list(R, ORDER, THETA, IDX, START, CNT, n_k, p_first, n_qb, W, block_q, w,
+                    i - n_eb, bh, False, TILE)
+
+
+def block_key_lists(ranks: KeyRanks, theta: torch.Tensor | None, q_len: int, block_q: int,
+                    window: int, *, tile: int = LIST_TILE):
     """Off-diagonal key lists of every query block, one fixed slot of ``W = min(w, K)`` each.
 
-    e: int ``[BH, K]`` lifetimes (row or global mode); q_len = Q <= K; block_q = BQ positions
-    per block; window = w. Returns ``(idx int32 [BH * nQB * W], start int64 [BH, nQB],
-    count int32 [BH, nQB])``: block b of head bh lists ``{j < p0_b : e_j > p0_b}`` in
-    ``idx[start : start + count]`` (chunk by chunk; inside a chunk by e descending, then j), and
-    ``idx`` beyond ``count`` is unused. ``chunk`` (CH), ``tile``: powers of two, CH a multiple of
-    the tile; they change the speed and the order inside a list, never its set of keys.
-
-    Two launches (the sort of the full chunks, ``block_lists_kernel``; a third, a copy, when CH
-    does not divide K): at the sizes of interest the cost is launches, not work.
+    ranks: ``lifetimes.rank_keys(s)``; theta int32 ``[BH, K]`` (``lifetimes.thresholds_unchecked``;
+    None: global mode); q_len = Q <= K; block_q = BQ positions per block; window = w. Returns
+    ``(idx int32 [BH * nQB * W], start int64 [BH, nQB], count int32 [BH, nQB])``: block b of
+    head bh lists ``{j < p0_b : e_j > p0_b}`` in ``idx[start : start + count]`` (in position
+    or in rank order), and ``idx`` beyond ``count`` is unused. ``tile``: keys per step, a power
+    of two (the speed only). One launch.
     """
-    BH, K = e.shape
+    BH, K = ranks.r.shape
     Q, BQ = q_len, block_q
     n_qb = -(-Q // BQ)
     W = max(1, min(window, K))
-    dev = e.device
-    CH = chunk or chunk_size(K, tile)
-    if CH % tile or CH & (CH - 1):
-        raise ValueError(f"chunk={CH} must be a power of two and a multiple of tile={tile}")
-    e = e if e.dtype == torch.int32 and e.is_contiguous() else e.to(torch.int32).contiguous()
-    # Only full chunks are sorted: a chunk wholly before p0 is always full (p0 < K), and the one
-    # that straddles p0 is scanned key by key.
-    n_full = K // CH
-    if n_full:
-        e_sorted, order = torch.sort(e[:, :n_full * CH].reshape(BH, n_full, CH), dim=-1,
-                                     descending=True, stable=True)   # stable: a fixed list order
-    else:
-        e_sorted = order = e                                        # never read
+    dev = ranks.r.device
+    if tile < 2 or tile & (tile - 1):
+        raise ValueError(f"tile={tile} must be a power of two >= 2")
     idx = torch.empty(BH * n_qb * W, dtype=torch.int32, device=dev)
     start = torch.empty(BH, n_qb, dtype=torch.int64, device=dev)
     count = torch.empty(BH, n_qb, dtype=torch.int32, device=dev)
-    block_lists_kernel[(n_qb, BH)](e, e_sorted, order, idx, start, count, K, K - Q, n_qb, W, BQ,
-                                   n_full, CH=CH, NCH=next_pow2(max(n_full, 1)),
-                                   LOG_CH=CH.bit_length() - 1, TILE=tile, num_warps=4)
+    block_lists_kernel[(n_qb, BH)](ranks.r, ranks.order, ranks.r if theta is None else theta,
+                                   idx, start, count, K, K - Q, n_qb, W, BQ, window,
+                                   GLOBAL=theta is None, TILE=tile, num_warps=4)
     return idx, start, count
 
 
@@ -226,11 +238,26 @@ def build_plan(s: torch.Tensor, window: int, q_len: int, *, causal: bool = True,
     if not causal:                                          # row and global modes coincide
         idx, start, count = topw_key_lists(s, window, n_qb)
         return KeyPlan(False, False, window, block_q, n_qb, empty(), idx, start, count)
-    if mode == "row":
-        e = lifetimes_unchecked(s, window)                              # int32 [BH, K]
-    else:
-        e = global_lifetimes_unchecked(s, window).reshape(B * H, K).to(torch.int32)
+    ranks = rank_keys(s)
+    if mode == "global":                   # e = K for the w best keys, else j
+        j = torch.arange(K, dtype=torch.int32, device=s.device)
+        e = torch.where(ranks.r < window, K, j)
+        if dense:
+            return KeyPlan(True, True, window, block_q, n_qb, e, empty(), empty(), empty())
+        idx, start, count = block_key_lists(ranks, None, q_len, block_q, window)
+        return KeyPlan(True, False, window, block_q, n_qb, e, idx, start, count)
+    theta = thresholds_unchecked(ranks, window)                         # int32 [BH, K]
     if dense:
+        e = lifetimes_from_thresholds(ranks.r, theta)
         return KeyPlan(True, True, window, block_q, n_qb, e, empty(), empty(), empty())
-    idx, start, count = block_key_lists(e, q_len, block_q, window)
+    BH = B * H
+    e = torch.empty(BH, K, dtype=torch.int32, device=s.device)
+    idx = torch.empty(BH * n_qb * window, dtype=torch.int32, device=s.device)
+    start = torch.empty(BH, n_qb, dtype=torch.int64, device=s.device)
+    count = torch.empty(BH, n_qb, dtype=torch.int32, device=s.device)
+    n_eb = cdiv(K, E_BLOCK)
+    plan_kernel[(n_eb + n_qb, BH)](ranks.r, ranks.order, theta, e, idx, start, count, K,
+                                   K - q_len, n_qb, window, block_q, window, n_eb,
+                                   LOG_K=K.bit_length(), E_BLOCK=E_BLOCK, TILE=LIST_TILE,
+                                   num_warps=4)
     return KeyPlan(True, False, window, block_q, n_qb, e, idx, start, count)

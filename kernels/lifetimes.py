@@ -1,31 +1,31 @@
-"""Key lifetimes ``e_j`` of the causal row-mode mask: a sort, then three small Triton kernels.
+"""Key lifetimes ``e_j`` of the causal row-mode mask: one sort, then three Triton kernels.
 
-DESIGN.md section 3.5: with ``r_j`` the rank of key j (0 = best, by ``(s_j, j)`` descending),
+DESIGN.md section 3.5, in ranks: ``r_j`` is the rank of key j (0 = best, by ``(s_j, j)``
+descending) and ``theta_p`` the w-th smallest rank among the keys ``j' <= p`` (the w-th best
+key so far). Ranks are distinct, so key j is among the w best of the prefix p exactly when
+``r_j <= theta_p``, and ``theta`` never increases with p. Hence
 
-    keep(p, j)  <=>  j <= p < e_j,      e_j = max(j, first p with theta_p < r_j)   (K if none),
+    keep(p, j)  <=>  j <= p  and  r_j <= theta_p  <=>  j <= p < e_j,
+    e_j = max(j, first p with theta_p < r_j)          (K if none: theta_p >= r_j for every p).
 
-``theta_p`` being the w-th smallest rank among ``{j' <= p}``. Ranks are distinct, so
-``theta_p < r_j`` says "at least w keys at positions <= p rank better than j". Hence
+Before w keys exist nothing is evicted: ``theta_p`` is then a sentinel ``>= K``.
+``theta`` (K integers per head) is the whole mask; the builder computes it, then ``e`` from it:
 
-    e_j = max(j, position of the w-th better-ranked key, in position order)   (K if r_j < w).
+1. ``ranks_kernel``: the ranks (inverse permutation of one sort), and a small table: for every
+   chunk of ``BJ`` consecutive ranks, how many of its keys lie before each multiple of ``TB``.
+2. ``thresholds_kernel``, one program per block of ``T`` positions ``[P, P + T)``. Inside the
+   block at most T keys arrive, so ``theta`` there is the m-th smallest (m = min(w, T + 1)) of
+   ``A' ∪ {r_P .. r_p}``, where ``A'`` = the m largest of the w best ranks before P (the
+   (w - m + 1)-th to w-th order statistics of ``{r_j : j < P}``): every better rank is below
+   theta throughout the block. ``A'`` is found by walking the keys in rank order from the
+   chunk that the table says holds the (w - m + 1)-th of them, counting those at positions
+   < P; then theta for the T positions is a [T, 2T] count (how many candidates are <= each
+   candidate), no sort.
+3. ``lifetimes_kernel``: ``e_j`` by a binary search of ``r_j`` in the non-increasing theta.
 
-``dma_ref.key_lifetimes`` runs a heap along the positions, one key at a time. Here every key
-finds its w-th better key in parallel, in two steps, without any K x K tensor:
-
-1. Cut the positions into superblocks of ``S``. For key j, ``cnt[c]`` = its better keys in
-   superblock c. Keys are handled in rank order, ``BJ`` consecutive ranks per program:
-   ``cnt[c]`` = ``H[c, rb]`` (keys of the earlier rank blocks in superblock c: a small table,
-   one histogram of rank blocks per superblock, ``rank_table_kernel``) + the earlier ranks of
-   the program's own block in superblock c (a cumsum over a ``[BJ, nS]`` one-hot). The first
-   superblock ``c*`` where the running sum over c reaches w holds the w-th better key: it is
-   the ``m``-th better key of ``c*``, ``m`` = w - (better keys before ``c*``).
-2. Scan the S positions of ``c*``, ``BP`` at a time, counting the better keys (a cumsum) until
-   the m-th.
-
-The ranks themselves come from one sort of s and ``ranks_kernel`` (the inverse permutation).
-Work O(K (nS + S)): with the default S = K / 128 (nS <= 128) about K^2 / 128 compares for long
-K (1.5e8 at K = 128K), spread over K / BJ programs. Memory O(K) plus the ``[nS, K / BJ]``
-table. Equal to ``dma_ref.key_lifetimes`` exactly, ties included.
+Work O(K log K) (the binary searches) plus the walks of step 2, about (T + 1) K / P + BJ keys
+for the block at P; memory O(K). Equal to ``dma_ref.key_lifetimes`` exactly, ties included.
+Global mode needs no thresholds: its theta is the constant w - 1 (``block_key_lists``).
 """
 
 from __future__ import annotations
@@ -42,145 +42,230 @@ from dma_ref.validate import check_score_values, check_tensor, check_window
 
 from .hostmath import cdiv, next_pow2
 
-__all__ = ["build_lifetimes", "global_lifetimes", "superblock_size"]
+__all__ = ["KeyRanks", "build_lifetimes", "build_thresholds", "global_lifetimes", "rank_keys"]
 
 
 @triton.jit
-def ranks_kernel(ORDER_ASC, ORDER, R, n_k, BLOCK: tl.constexpr):
-    """One program: ``BLOCK`` consecutive ranks of head bh (the inverse permutation, in one pass).
+def ranks_kernel(ORDER_ASC, ORDER, R, CNT, n_k, n_tb, BJ: tl.constexpr, TB: tl.constexpr,
+                 NTB: tl.constexpr):
+    """One program: the ranks ``[c BJ, (c + 1) BJ)`` of head bh (rank chunk c).
 
     ORDER_ASC int64 ``[BH, K]``: ``sort(s, stable=True).indices``, ascending, equal scores in
     position order; read backwards it ranks by (s_j, j) descending, so that among equal scores
-    the later key comes first (the tie rule; NaN, sorted last, ranks first). Writes ORDER int32
-    ``[BH, K]`` = the keys by rank (``dma_ref.mask.key_order``) and R int32 ``[BH, K]`` = the
-    rank of each key (``key_ranks``): ``R[ORDER[r]] = r``.
+    the later key comes first (the tie rule). Writes ORDER int32 ``[BH, K]`` = the keys by rank
+    (``dma_ref.mask.key_order``), R int32 ``[BH, K]`` = the rank of each key (``key_ranks``),
+    and CNT int32 ``[BH, n_c, n_tb]``: ``CNT[c, t]`` = keys of rank chunk c at positions < t TB.
     """
-    r = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    c = tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
+    r = c * BJ + tl.arange(0, BJ)
     ok = r < n_k
     j = tl.load(ORDER_ASC + bh * n_k + (n_k - 1 - r), mask=ok, other=0).to(tl.int32)
     tl.store(ORDER + bh * n_k + r, j, mask=ok)
     tl.store(R + bh * n_k + j, r, mask=ok)
+    hist = tl.histogram(j // TB, NTB, mask=ok)
+    t = tl.arange(0, NTB)
+    tl.store(CNT + (bh * tl.num_programs(0) + c) * n_tb + t, tl.cumsum(hist, 0) - hist,
+             mask=t < n_tb)
 
 
 @triton.jit
-def rank_table_kernel(R, H, n_k, n_rb, S: tl.constexpr, NRB: tl.constexpr, BJ: tl.constexpr,
-                      BP: tl.constexpr):
-    """One program: row ``H[bh, c, :]`` = the keys of superblock c of ranks < rb BJ, for every
-    rank block rb (a histogram of the superblock's rank blocks, then an exclusive cumsum).
+def thresholds_kernel(R, ORDER, CNT, AP, THETA, n_k, w, n_c, n_tb,
+                      T: tl.constexpr, TB: tl.constexpr, BJ: tl.constexpr, NC: tl.constexpr,
+                      TILE: tl.constexpr):
+    """One program: ``theta_p`` for the T positions ``[P, P + T)``, ``P = b T``, of head bh.
 
-    R int32 ``[BH, K]`` ranks; H int32 ``[BH, n_s, n_rb]`` out.
+    R, ORDER int32 ``[BH, K]``; CNT int32 ``[BH, n_c, n_tb]`` (ranks_kernel); AP int32
+    ``[BH, n_b, 2T]`` scratch for ``A'``; THETA int32 ``[BH, K]`` out (``>= K``: fewer than w
+    keys so far).
     """
-    c = tl.program_id(0)
+    b = tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
-    hist = tl.zeros([NRB], tl.int32)
-    for t0 in range(0, S, BP):
-        pos = c * S + t0 + tl.arange(0, BP)
-        r = tl.load(R + bh * n_k + pos, mask=pos < n_k, other=0)
-        hist += tl.histogram(r // BJ, NRB, mask=pos < n_k)
-    rb = tl.arange(0, NRB)
-    tl.store(H + (bh * tl.num_programs(0) + c) * n_rb + rb, tl.cumsum(hist, 0) - hist,
-             mask=rb < n_rb)
+    P = b * T
+    m = tl.minimum(w, T + 1)
+    lo = w - m                          # A' = order statistics lo .. w - 1 (0-based) before P
+    hi = tl.minimum(w, P)               # only P keys lie before P
+    # Keys before P in each rank chunk: the table's row at the last multiple of TB, plus the
+    # keys of [that multiple, P) counted by chunk.
+    cidx = tl.arange(0, NC)
+    row = tl.load(CNT + (bh * n_c + cidx) * n_tb + P // TB, mask=cidx < n_c, other=0)
+    for p0 in range((P // TB) * TB, P, TILE):
+        pos = p0 + tl.arange(0, TILE)
+        rr = tl.load(R + bh * n_k + pos, mask=pos < P, other=0)
+        row += tl.histogram(rr // BJ, NC, mask=pos < P)
+    before = tl.cumsum(row, 0) - row                      # keys before P in ranks < c BJ
+    c0 = tl.maximum(tl.sum((before <= lo).to(tl.int32), 0) - 1, 0)
+    n = tl.sum(tl.where(cidx == c0, before, 0), 0)        # counted before rank c0 BJ
+    # Walk the keys in rank order from chunk c0: the (lo + 1)-th .. hi-th with position < P.
+    out = AP + (bh * tl.num_programs(0) + b) * (2 * T)
+    r0 = c0 * BJ
+    while (n < hi) & (r0 < n_k):
+        r = r0 + tl.arange(0, TILE)
+        pos = tl.load(ORDER + bh * n_k + r, mask=r < n_k, other=n_k)
+        q = pos < P
+        nth = n + tl.cumsum(q.to(tl.int32), 0) - 1        # its index among the keys before P
+        tl.store(out + (nth - lo), r, mask=q & (nth >= lo) & (nth < hi))
+        n += tl.sum(q.to(tl.int32), 0)
+        r0 += TILE
+    tl.debug_barrier()                  # A' written by all threads, read back below
+    n_a = tl.maximum(hi - lo, 0)                          # real members of A'
+    lane = tl.arange(0, 2 * T)
+    a = tl.load(out + lane, mask=lane < n_a, other=0, cache_modifier=".cg")
+    a = tl.where(lane < n_a, a, n_k + lane)               # missing statistics: sentinels >= K
+    in_a = lane < m
+    t = tl.arange(0, T)
+    x = tl.load(R + bh * n_k + P + t, mask=P + t < n_k, other=0)   # ranks arriving in the block
+    # theta_t = the m-th smallest of A' ∪ {x_0 .. x_t}: the smallest candidate with at least m
+    # members <= it. Candidates from A' (member l has l + 1 members of A' <= it) ...
+    ca = (lane + 1)[None, :] + tl.cumsum((x[:, None] <= a[None, :]).to(tl.int32), 0)
+    th_a = tl.min(tl.where(in_a[None, :] & (ca >= m), a[None, :], 2147483647), 1)
+    # ... and the arrivals x_s, s <= t.
+    x_s = tl.reshape(x, (1, T))
+    below = tl.sum((in_a[None, :] & (a[None, :] <= x[:, None])).to(tl.int32), 1)   # per s
+    cx = tl.reshape(below, (1, T)) + tl.cumsum((x[:, None] <= x_s).to(tl.int32), 0)
+    ok_x = (tl.arange(0, T)[None, :] <= t[:, None]) & (cx >= m)
+    th_x = tl.min(tl.where(ok_x, x_s, 2147483647), 1)
+    tl.store(THETA + bh * n_k + P + t, tl.minimum(th_a, th_x), mask=P + t < n_k)
 
 
 @triton.jit
-def lifetimes_kernel(R, ORDER, H, E, n_k, w, n_rb, n_s,
-                     S: tl.constexpr, NS: tl.constexpr, BJ: tl.constexpr, BP: tl.constexpr):
-    """One program: the keys of ranks ``[rb BJ, (rb + 1) BJ)`` of head ``bh``.
-
-    R int32 ``[BH, K]`` ranks; ORDER int32 ``[BH, K]`` keys by rank; H int32 ``[BH, n_s, n_rb]``
-    better keys per superblock before each rank block; E int32 ``[BH, K]`` out.
-    """
-    rb = tl.program_id(0)
-    bh = tl.program_id(1).to(tl.int64)
-    rank = rb * BJ + tl.arange(0, BJ)                                    # [BJ]
-    valid = rank < n_k
-    j = tl.load(ORDER + bh * n_k + rank, mask=valid, other=0)
-    c = tl.arange(0, NS)
-
-    # 1. Better keys per superblock, then the superblock c* where their running sum reaches w.
-    h_row = tl.load(H + (bh * n_s + c) * n_rb + rb, mask=c < n_s, other=0)   # [NS]
-    onehot = ((j // S)[:, None] == c[None, :]) & valid[:, None]
-    onehot = onehot.to(tl.int32)
-    cnt = h_row[None, :] + tl.cumsum(onehot, 0) - onehot                 # [BJ, NS]
-    below = tl.cumsum(cnt, 1) < w                                        # non-increasing in c
-    c_star = tl.sum(below.to(tl.int32), 1)                               # NS: never reaches w
-    crossed = valid & (c_star < NS)
-    m = w - tl.sum(tl.where(below, cnt, 0), 1)                           # 1 <= m <= cnt[c*]
-
-    # 2. The m-th better key inside superblock c*.
-    found = tl.full([BJ], 2147483647, tl.int32)
-    seen = tl.zeros([BJ], tl.int32)
-    for t0 in range(0, S, BP):
-        pos = c_star[:, None] * S + t0 + tl.arange(0, BP)[None, :]       # [BJ, BP]
-        ok = crossed[:, None] & (pos < n_k)
-        r = tl.load(R + bh * n_k + pos, mask=ok, other=n_k)              # n_k: never better
-        better = (r < rank[:, None]).to(tl.int32)
-        nth = tl.cumsum(better, 1) + seen[:, None]
-        hit = (better == 1) & (nth == m[:, None])
-        found = tl.minimum(found, tl.min(tl.where(hit, pos, 2147483647), 1))
-        seen += tl.sum(better, 1)
-    e = tl.where(crossed, tl.maximum(j, found), n_k)
-    tl.store(E + bh * n_k + j, e, mask=valid)
+def _lifetimes_of(R, THETA, E, n_k, c, bh, LOG_K: tl.constexpr, BLOCK: tl.constexpr):
+    """``e_j`` for the keys ``[c BLOCK, (c + 1) BLOCK)`` of head bh: the first p with
+    ``theta_p < r_j`` (binary search: theta is non-increasing), at least j; K if none."""
+    j = c * BLOCK + tl.arange(0, BLOCK)
+    ok = j < n_k
+    r = tl.load(R + bh * n_k + j, mask=ok, other=0)
+    lo = tl.zeros([BLOCK], tl.int32)
+    hi = tl.full([BLOCK], 0, tl.int32) + n_k
+    for _ in tl.static_range(LOG_K):                     # the answer lies in [lo, hi]
+        active = lo < hi
+        mid = (lo + hi) // 2
+        evicted = tl.load(THETA + bh * n_k + mid, mask=ok & active, other=0) < r
+        hi = tl.where(active & evicted, mid, hi)
+        lo = tl.where(active & ~evicted, mid + 1, lo)
+    tl.store(E + bh * n_k + j, tl.where(lo < n_k, tl.maximum(j, lo), n_k), mask=ok)
 
 
-def superblock_size(K: int, bp: int = 128) -> int:
-    """The default S: the smallest power of two >= ``bp`` that cuts K into at most 128 superblocks."""
-    return max(bp, next_pow2(-(-K // 128)))
+@triton.jit
+def lifetimes_kernel(R, THETA, E, n_k, LOG_K: tl.constexpr, BLOCK: tl.constexpr):
+    """One program: ``e_j`` for BLOCK keys. R, THETA int32 ``[BH, K]``; E int32 ``[BH, K]`` out.
+    (``build_plan`` runs the same code fused with the key lists: blocks.py ``plan_kernel``.)"""
+    _lifetimes_of(R, THETA, E, n_k, tl.program_id(0), tl.program_id(1).to(tl.int64), LOG_K, BLOCK)
+
+
+E_BLOCK = 1024                            # keys per lifetimes program
+
+
+class KeyRanks:
+    """``order``, ``r`` int32 ``[BH, K]`` (keys by rank, rank of each key) and the rank-chunk
+    table of ``ranks_kernel``, with the block sizes it was built for."""
+
+    def __init__(self, order, r, cnt, T, TB, BJ):
+        self.order, self.r, self.cnt, self.T, self.TB, self.BJ = order, r, cnt, T, TB, BJ
+
+
+def _sizes(K: int, block_t: int | None, table_t: int | None, chunk: int | None):
+    """Default block sizes: T = 64 positions per thresholds program, table rows every TB >= T
+    positions (at most 2048 rows), BJ ranks per chunk (at most 128 chunks)."""
+    T = block_t or 64
+    TB = table_t or max(T, next_pow2(cdiv(K, 2048)))
+    BJ = chunk or max(64, next_pow2(cdiv(K, 128)))
+    for name, v in (("block_t", T), ("table_t", TB), ("chunk", BJ)):
+        if v < 2 or v & (v - 1):
+            raise ValueError(f"{name}={v} must be a power of two >= 2")
+    if TB % T:
+        raise ValueError(f"table_t={TB} must be a multiple of block_t={T}")
+    return T, TB, BJ
+
+
+def rank_keys(s: torch.Tensor, *, block_t: int | None = None, table_t: int | None = None,
+              chunk: int | None = None) -> KeyRanks:
+    """Ranks of the keys of s ``[B, Hkv, K]`` (one sort and ``ranks_kernel``), for the
+    thresholds and for the key lists of blocks.py. No value check (that costs a host sync)."""
+    B, Hh, K = s.shape
+    BH, dev = B * Hh, s.device
+    T, TB, BJ = _sizes(K, block_t, table_t, chunk)
+    # key_order and key_ranks of dma_ref.mask in two launches (an ascending stable sort, read
+    # backwards) rather than eight small torch ops: at N = 16K the builder is launch-bound.
+    order_asc = torch.sort(s.reshape(BH, K), dim=-1, stable=True).indices
+    order = torch.empty(BH, K, dtype=torch.int32, device=dev)
+    r = torch.empty(BH, K, dtype=torch.int32, device=dev)
+    n_c, n_tb = cdiv(K, BJ), cdiv(K, TB)
+    cnt = torch.empty(BH, n_c, n_tb, dtype=torch.int32, device=dev)
+    ranks_kernel[(n_c, BH)](order_asc, order, r, cnt, K, n_tb, BJ=BJ, TB=TB,
+                            NTB=next_pow2(n_tb), num_warps=4)
+    return KeyRanks(order, r, cnt, T, TB, BJ)
+
+
+def thresholds_unchecked(ranks: KeyRanks, w: int) -> torch.Tensor:
+    """int32 ``[BH, K]``: ``theta_p``, the w-th smallest rank among keys ``<= p`` (``>= K``
+    while fewer than w keys exist), for ``w < K``."""
+    BH, K = ranks.r.shape
+    T, dev = ranks.T, ranks.r.device
+    n_b = cdiv(K, T)
+    ap = torch.empty(BH, n_b, 2 * T, dtype=torch.int32, device=dev)
+    theta = torch.empty(BH, K, dtype=torch.int32, device=dev)
+    thresholds_kernel[(n_b, BH)](ranks.r, ranks.order, ranks.cnt, ap, theta, K, w,
+                                 ranks.cnt.shape[1], ranks.cnt.shape[2], T=T, TB=ranks.TB,
+                                 BJ=ranks.BJ, NC=next_pow2(ranks.cnt.shape[1]),
+                                 TILE=max(64, min(1024, ranks.BJ)), num_warps=4)
+    return theta
+
+
+def lifetimes_from_thresholds(r: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """int32 ``[BH, K]``: ``e_j = max(j, first p with theta_p < r_j)``, K if none."""
+    BH, K = r.shape
+    e = torch.empty_like(r)
+    lifetimes_kernel[(cdiv(K, E_BLOCK), BH)](r, theta, e, K, LOG_K=K.bit_length(),
+                                            BLOCK=E_BLOCK, num_warps=4)
+    return e
 
 
 def _on_triton(x: torch.Tensor) -> bool:
     return x.device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
 
 
-def build_lifetimes(s: torch.Tensor, window: int, *, superblock: int | None = None,
-                    block_j: int = 128, block_p: int = 128) -> torch.Tensor:
+def build_thresholds(s: torch.Tensor, window: int, *, block_t: int | None = None,
+                     table_t: int | None = None, chunk: int | None = None) -> torch.Tensor:
+    """int64 ``[B, Hkv, K]``: ``theta_p``, the w-th smallest key rank among positions ``<= p``
+    (rank 0 = best), or a value ``>= K`` while fewer than w keys exist; ``keep(p, j) <=>
+    j <= p and rank_j <= theta_p``. s ``[B, Hkv, K]`` float (no NaN or +inf), ``1 <= w < K``
+    on CUDA or under the Triton interpreter. ``block_t`` (T), ``table_t`` (TB), ``chunk`` (BJ):
+    powers of two that change the speed, never the result."""
+    check_tensor(s, "s", 3, "[B, Hkv, K]")
+    check_score_values(s)
+    w = check_window(window)
+    B, Hh, K = s.shape
+    if w >= K:
+        raise ValueError(f"window={w} must be < K={K}: from w >= K no key is ever evicted")
+    if not _on_triton(s):
+        raise RuntimeError(f"s is on {s.device}: the thresholds are built by Triton kernels "
+                           "(call dma_ref.setup_device() first on a CPU)")
+    ranks = rank_keys(s, block_t=block_t, table_t=table_t, chunk=chunk)
+    return thresholds_unchecked(ranks, w).to(torch.int64).reshape(B, Hh, K)
+
+
+def build_lifetimes(s: torch.Tensor, window: int, *, block_t: int | None = None,
+                    table_t: int | None = None, chunk: int | None = None) -> torch.Tensor:
     """int64 ``[B, Hkv, K]``: ``e_j`` with ``keep(p, j) <=> j <= p < e_j`` (causal row mode).
 
     s ``[B, Hkv, K]`` (float, no NaN or +inf), window = w >= 1. Equals
     ``dma_ref.key_lifetimes`` exactly. ``w >= K`` gives ``e = K`` (nothing is ever evicted).
-    ``superblock`` (S), ``block_j`` (BJ), ``block_p`` (BP): powers of two that change the speed,
-    never the result; S must be a multiple of BP. On a CPU without the Triton interpreter this
-    falls back to ``dma_ref.key_lifetimes``.
+    Block sizes as in ``build_thresholds``. On a CPU without the Triton interpreter this falls
+    back to ``dma_ref.key_lifetimes``.
     """
     check_tensor(s, "s", 3, "[B, Hkv, K]")
     check_score_values(s)
     B, Hh, K = s.shape
-    e = lifetimes_unchecked(s, check_window(window), superblock, block_j, block_p)
-    return e.to(torch.int64).reshape(B, Hh, K)
-
-
-def lifetimes_unchecked(s: torch.Tensor, w: int, superblock: int | None = None,
-                        block_j: int = 128, block_p: int = 128) -> torch.Tensor:
-    """int32 ``[B * Hkv, K]``: ``build_lifetimes`` without validating s (for ``build_plan``:
-    ``dma_attention`` has validated it already, and the value check costs a host sync)."""
-    B, Hh, K = s.shape
+    w = check_window(window)
+    _sizes(K, block_t, table_t, chunk)                  # bad sizes fail on every device
     if w >= K or K == 0:
-        return torch.full((B * Hh, K), K, dtype=torch.int32, device=s.device)
+        return torch.full((B, Hh, K), K, dtype=torch.int64, device=s.device)
     if not _on_triton(s):
-        return key_lifetimes(s, w).reshape(B * Hh, K).to(torch.int32)
-    S = superblock or superblock_size(K, block_p)
-    if S % block_p or S & (S - 1) or block_j & (block_j - 1):
-        raise ValueError(f"superblock={S} must be a power of two and a multiple of block_p="
-                         f"{block_p}; block_j={block_j} a power of two")
-    BH, dev = B * Hh, s.device
-    # key_order and key_ranks of dma_ref.mask in two launches (an ascending stable sort, read
-    # backwards by ranks_kernel) rather than eight small torch ops: at N = 16K the builder is
-    # bound by launches, not by the GPU.
-    order_asc = torch.sort(s.reshape(BH, K), dim=-1, stable=True).indices
-    order = torch.empty(BH, K, dtype=torch.int32, device=dev)
-    r32 = torch.empty(BH, K, dtype=torch.int32, device=dev)
-    ranks_kernel[(cdiv(K, 1024), BH)](order_asc, order, r32, K, BLOCK=1024, num_warps=4)
-    n_s = -(-K // S)
-    NS = next_pow2(n_s)
-    n_rb = -(-K // block_j)
-    H = torch.empty(BH, n_s, n_rb, dtype=torch.int32, device=dev)
-    rank_table_kernel[(n_s, BH)](r32, H, K, n_rb, S=S, NRB=next_pow2(n_rb),
-                                 BJ=block_j, BP=block_p, num_warps=4)
-    e = torch.empty(BH, K, dtype=torch.int32, device=dev)
-    lifetimes_kernel[(n_rb, BH)](r32, order, H, e, K, w, n_rb, n_s,
-                                 S=S, NS=NS, BJ=block_j, BP=block_p, num_warps=4)
-    return e
+        return key_lifetimes(s, w)
+    ranks = rank_keys(s, block_t=block_t, table_t=table_t, chunk=chunk)
+    e = lifetimes_from_thresholds(ranks.r, thresholds_unchecked(ranks, w))
+    return e.to(torch.int64).reshape(B, Hh, K)
 
 
 def global_lifetimes(s: torch.Tensor, window: int) -> torch.Tensor:
@@ -195,7 +280,7 @@ def global_lifetimes(s: torch.Tensor, window: int) -> torch.Tensor:
 
 
 def global_lifetimes_unchecked(s: torch.Tensor, w: int) -> torch.Tensor:
-    """``global_lifetimes`` without validating s (no host sync, for ``build_plan``)."""
+    """``global_lifetimes`` without validating s (no host sync)."""
     K = s.shape[-1]
     j = torch.arange(K, device=s.device).expand_as(s)
     return torch.where(key_ranks(s) < w, torch.full_like(j, K), j).contiguous()

@@ -115,7 +115,7 @@ def bench_n(N: int, w: int, fwd_cands, bwd_cands) -> dict:
     GH, _ = _shape(FWD_CONFIG, G, N)
     _, lse, o32 = dma_forward(q, k, v, s, plan, scale, FWD_CONFIG, GH, keep_fp32=True)
     GHb, bqb = _shape(BWD_CONFIG, G, N)
-    plan_b = _replan(plan, N, bqb)
+    plan_b = _replan(plan, N, bqb, s, "row")
     res["bwd_kernel_ms"] = do_bench(
         lambda: dma_backward(do, q, k, v, s, o32, lse, plan_b, scale, BWD_CONFIG, GHb))
     leaves = [t.requires_grad_(True) for t in (q, k, v, s)]

@@ -1,12 +1,13 @@
 """The kernels' mask builder (kernels/lifetimes.py, kernels/blocks.py) against the references.
 
-* ``build_lifetimes`` must equal ``dma_ref.key_lifetimes`` (heap reference) exactly, on random,
-  heavily tied, increasing and decreasing scores, for every window including 1 and >= K and
-  superblock / rank-block / tile sizes from 2 up (many superblocks on small K); on small cases
-  also the brute-force mask of conftest (shares no code with dma_ref).
+* ``build_thresholds`` must equal theta_p (the w-th smallest rank of each prefix, sorted
+  directly) and ``build_lifetimes`` ``dma_ref.key_lifetimes`` (heap reference) exactly, on
+  random, heavily tied, increasing and decreasing scores, for every window including 1 and
+  >= K and block / table / rank-chunk sizes from 2 up (many blocks and chunks on small K); on
+  small cases also the brute-force mask of conftest (shares no code with dma_ref).
 * The per-block key lists plus the diagonal range must cover every kept key of the block's
-  rows, hold nothing else (the union is exact), hold no key twice and at most w keys, for chunk
-  sizes that put the chunk boundaries everywhere relative to the blocks.
+  rows, hold nothing else (the union is exact), hold no key twice and at most w keys, with
+  walk tiles that put the tile boundaries everywhere relative to the blocks.
 """
 
 from __future__ import annotations
@@ -17,13 +18,17 @@ from dma_ref.kernels import (
     block_key_lists,
     build_lifetimes,
     build_plan,
+    build_thresholds,
     global_lifetimes,
+    rank_keys,
     topw_key_lists,
 )
+from dma_ref.kernels.lifetimes import thresholds_unchecked
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dma_ref import dma_mask, key_lifetimes
+from dma_ref.mask import key_order, key_ranks
 from dma_ref.lifetimes import mask_from_lifetimes
 from dma_ref.tiling import block_positions
 
@@ -44,32 +49,63 @@ def ordered(kind: str, B: int, H: int, K: int, seed: int) -> torch.Tensor:
     return scores(B, H, K, seed, ties={"random": 0, "tied": 3, "two values": 1}[kind])
 
 
-SIZES = st.sampled_from([(None, 64, 128), (2, 2, 2), (4, 2, 4), (8, 4, 2), (16, 16, 16),
-                         (32, 8, 8)])
+# (block_t T, table_t TB, chunk BJ): None = the defaults.
+SIZES = st.sampled_from([(None, None, None), (4, 4, 4), (4, 16, 2), (8, 8, 16), (16, 32, 8),
+                         (32, 64, 64)])
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(K=st.integers(1, 300), w=st.integers(1, 310), sizes=SIZES,
        kind=st.sampled_from(["random", "random", "tied", "two values", "increasing",
                              "decreasing"]),
        seed=st.integers(0, 2**31 - 1))
 def test_build_lifetimes_equals_reference(K, w, sizes, kind, seed):
-    S, BJ, BP = sizes
-    s = ordered(kind, 2, 2, K, seed)
-    e = build_lifetimes(s, w, superblock=S, block_j=BJ, block_p=BP)
+    T, TB, BJ = sizes
+    s = ordered(kind, 1, 2, K, seed)
+    e = build_lifetimes(s, w, block_t=T, table_t=TB, chunk=BJ)
     assert e.dtype == torch.int64 and e.shape == s.shape
     torch.testing.assert_close(e, key_lifetimes(s, w), rtol=0, atol=0)
+
+
+def prefix_thresholds(s: torch.Tensor, w: int) -> torch.Tensor:
+    """theta_p by definition: the w-th smallest rank among keys <= p (-1: fewer than w keys)."""
+    r = key_ranks(s)
+    K = s.shape[-1]
+    theta = torch.full_like(r, -1)
+    for p in range(w - 1, K):
+        theta[..., p] = torch.sort(r[..., :p + 1], dim=-1).values[..., w - 1]
+    return theta
+
+
+@pytest.mark.parametrize("K,w,sizes", [(1, 1, (2, 2, 2)), (2, 1, (2, 2, 2)), (37, 5, (2, 2, 2)),
+                                       (100, 3, (4, 8, 4)), (100, 40, (4, 8, 4)),
+                                       (130, 99, (8, 16, 2)), (257, 64, (None, None, None)),
+                                       (300, 299, (16, 16, 32))])
+@pytest.mark.parametrize("kind", ["random", "two values", "increasing", "decreasing"])
+def test_build_thresholds_are_the_prefix_order_statistics(K, w, sizes, kind):
+    """theta exactly, including its sentinel (>= K) while fewer than w keys exist."""
+    s = ordered(kind, 1, 2, K, int(torch.randint(0, 2**31 - 1, ())))
+    if w >= K:
+        with pytest.raises(ValueError, match="window"):
+            build_thresholds(s, w)
+        return
+    T, TB, BJ = sizes
+    theta = build_thresholds(s, w, block_t=T, table_t=TB, chunk=BJ)
+    want = prefix_thresholds(s, w)
+    defined = want >= 0
+    torch.testing.assert_close(theta[defined], want[defined], rtol=0, atol=0)
+    assert bool((theta[~defined] >= K).all()), "before w keys exist theta must be a sentinel"
 
 
 @pytest.mark.parametrize("K,w", [(1, 1), (9, 1), (17, 4), (40, 13), (33, 33), (20, 50)])
 def test_build_lifetimes_equals_brute_mask(ref, K, w):
     s = scores(1, 2, K, int(torch.randint(0, 2**31 - 1, ())), ties=3)
-    torch.testing.assert_close(build_lifetimes(s, w, superblock=8, block_j=4, block_p=4),
+    torch.testing.assert_close(build_lifetimes(s, w, block_t=4, table_t=8, chunk=4),
                                ref.lifetimes(ref.mask(s, w)), rtol=0, atol=0)
 
 
 def test_build_lifetimes_default_sizes_at_K_1024():
-    """The default superblock on a longer sequence, windows from 1 to K - 1."""
+    """The default sizes on a longer sequence, windows from 1 to K - 1."""
     s = scores(1, 2, 1024, int(torch.randint(0, 2**31 - 1, ())), ties=6)
     for w in (1, 5, 100, 1023):
         torch.testing.assert_close(build_lifetimes(s, w), key_lifetimes(s, w), rtol=0, atol=0)
@@ -77,24 +113,27 @@ def test_build_lifetimes_default_sizes_at_K_1024():
 
 @pytest.mark.parametrize("K", [1, 5, 1023, 1024, 2500])
 @pytest.mark.parametrize("ties", [0, 1, 3])
-def test_ranks_kernel_is_key_order_and_key_ranks(K, ties):
-    from dma_ref.kernels.lifetimes import ranks_kernel
-
-    from dma_ref.mask import key_order, key_ranks
-
-    s = scores(2, 3, K, int(torch.randint(0, 2**31 - 1, ())), ties).reshape(6, K)
-    order_asc = torch.sort(s, dim=-1, stable=True).indices          # as lifetimes_unchecked
-    order = torch.full((6, K), -1, dtype=torch.int32)
-    r = torch.full((6, K), -1, dtype=torch.int32)
-    ranks_kernel[(-(-K // 1024), 6)](order_asc, order, r, K, BLOCK=1024)
-    assert torch.equal(order.long(), key_order(s))
-    assert torch.equal(r.long(), key_ranks(s))
+def test_rank_keys_are_key_order_key_ranks_and_the_table(K, ties):
+    s = scores(2, 3, K, int(torch.randint(0, 2**31 - 1, ())), ties)
+    TB, BJ = 16, 64
+    ranks = rank_keys(s, block_t=16, table_t=TB, chunk=BJ)
+    order = key_order(s).reshape(6, K)
+    assert torch.equal(ranks.order.long(), order)
+    assert torch.equal(ranks.r.long(), key_ranks(s).reshape(6, K))
+    # cnt[c, t]: keys of ranks [c BJ, (c + 1) BJ) at positions < t TB
+    n_c, n_tb = -(-K // BJ), -(-K // TB)
+    for c in range(n_c):
+        keys = order[:, c * BJ:(c + 1) * BJ]
+        want = (keys[:, None, :] < (torch.arange(n_tb) * TB)[None, :, None]).sum(-1)
+        assert torch.equal(ranks.cnt[:, c].long(), want), f"table column {c}"
 
 
 def test_build_lifetimes_rejects_bad_sizes():
     s = scores(1, 1, 50, 0, ties=0)
-    with pytest.raises(ValueError, match="superblock"):
-        build_lifetimes(s, 3, superblock=12, block_p=4)
+    with pytest.raises(ValueError, match="table_t"):
+        build_lifetimes(s, 3, block_t=8, table_t=4)
+    with pytest.raises(ValueError, match="chunk"):
+        build_lifetimes(s, 3, chunk=12)
 
 
 def test_global_lifetimes_give_the_global_mask():
@@ -106,10 +145,9 @@ def test_global_lifetimes_give_the_global_mask():
 
 @settings(max_examples=50, deadline=None)
 @given(K=st.integers(1, 130), data=st.data(), block_q=st.sampled_from([1, 2, 8, 16, 32]),
-       mode=st.sampled_from(["row", "global"]), tiles=st.sampled_from([(None, 128), (2, 2),
-                                                                      (8, 4), (16, 16)]),
+       mode=st.sampled_from(["row", "global"]), tile=st.sampled_from([1024, 2, 4, 16]),
        seed=st.integers(0, 2**31 - 1))
-def test_block_lists_cover_exactly_the_kept_keys(K, data, block_q, mode, tiles, seed):
+def test_block_lists_cover_exactly_the_kept_keys(K, data, block_q, mode, tile, seed):
     Q = data.draw(st.integers(1, K))
     w = data.draw(st.integers(1, K + 2))
     s = scores(1, 2, K, seed, ties=3)
@@ -117,9 +155,9 @@ def test_block_lists_cover_exactly_the_kept_keys(K, data, block_q, mode, tiles, 
     if w >= K:
         assert build_plan(s, w, Q, mode=mode, block_q=block_q).dense
         return
-    e = (build_lifetimes(s, w) if mode == "row" else global_lifetimes(s, w)).reshape(2, K)
-    chunk, tile = tiles
-    idx, start, count = block_key_lists(e, Q, block_q, w, chunk=chunk, tile=tile)
+    ranks = rank_keys(s, block_t=8, table_t=8, chunk=8)
+    theta = thresholds_unchecked(ranks, w) if mode == "row" else None
+    idx, start, count = block_key_lists(ranks, theta, Q, block_q, w, tile=tile)
     n_qb = -(-Q // block_q)
     assert start.shape == count.shape == (2, n_qb)
     for h in range(2):
@@ -151,7 +189,8 @@ def test_build_plan_drops_the_lists_from_2w_at_least_K():
 def test_build_plan_lists_match_block_key_lists():
     s = scores(2, 2, 200, int(torch.randint(0, 2**31 - 1, ())), ties=0)
     plan = build_plan(s, 20, 150, block_q=16)
-    idx, start, count = block_key_lists(build_lifetimes(s, 20).reshape(4, 200), 150, 16, 20)
+    ranks = rank_keys(s)
+    idx, start, count = block_key_lists(ranks, thresholds_unchecked(ranks, 20), 150, 16, 20)
     assert plan.window == 20 and plan.n_qb == 10
     torch.testing.assert_close(plan.count, count, rtol=0, atol=0)
     for bh in range(4):
@@ -173,8 +212,8 @@ def test_topw_lists_are_the_noncausal_selection():
 
 def test_block_key_lists_slots_and_sizes():
     s = scores(2, 1, 300, int(torch.randint(0, 2**31 - 1, ())), ties=0)
-    e = build_lifetimes(s, 20).reshape(2, 300)
-    idx, start, count = block_key_lists(e, 300, 16, 20)
+    ranks = rank_keys(s)
+    idx, start, count = block_key_lists(ranks, thresholds_unchecked(ranks, 20), 300, 16, 20)
     assert idx.dtype == count.dtype == torch.int32 and start.dtype == torch.int64
     assert idx.numel() == 2 * 19 * 20                                   # one slot of w per block
     torch.testing.assert_close(start.flatten().long(), torch.arange(0, 2 * 19 * 20, 20))

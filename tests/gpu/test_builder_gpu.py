@@ -22,7 +22,8 @@ def make_scores(kind: str, H: int, K: int) -> torch.Tensor:
     return (s * 2).round() if kind == "tied" else s
 
 
-@pytest.mark.parametrize("K,w", [(4096, 1024), (20000, 64), (65536, 1024), (65536, 4096)])
+@pytest.mark.parametrize("K,w", [(4096, 1024), (20000, 64), (65536, 1024), (65536, 4096),
+                                 (131072, 256)])
 @pytest.mark.parametrize("kind", ["random", "tied", "increasing"])
 def test_lifetimes_equal_the_heap_reference(K, w, kind):
     from dma_ref.kernels import build_lifetimes
@@ -34,11 +35,16 @@ def test_lifetimes_equal_the_heap_reference(K, w, kind):
 
 @pytest.mark.parametrize("Q,K,w,block_q", [(8192, 8192, 1024, 64), (3000, 10000, 256, 128),
                                            (16384, 16384, 1024, 32)])
-def test_block_lists_are_exact(Q, K, w, block_q):
-    from dma_ref.kernels import block_key_lists, build_lifetimes
+@pytest.mark.parametrize("mode", ["row", "global"])
+def test_block_lists_are_exact(Q, K, w, block_q, mode):
+    from dma_ref.kernels import block_key_lists, build_lifetimes, global_lifetimes, rank_keys
+    from dma_ref.kernels.lifetimes import thresholds_unchecked
 
-    e = build_lifetimes(make_scores("random", 2, K), w).reshape(2, K)
-    idx, start, count = block_key_lists(e, Q, block_q, w)
+    s = make_scores("random", 2, K)
+    ranks = rank_keys(s)
+    theta = thresholds_unchecked(ranks, w) if mode == "row" else None
+    e = (build_lifetimes(s, w) if mode == "row" else global_lifetimes(s, w)).reshape(2, K)
+    idx, start, count = block_key_lists(ranks, theta, Q, block_q, w)
     n_qb = -(-Q // block_q)
     p0 = (K - Q) + torch.arange(n_qb, device="cuda") * block_q                 # [nQB]
     j = torch.arange(K, device="cuda")
