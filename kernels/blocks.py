@@ -144,6 +144,13 @@ def plan_kernel(R, ORDER, THETA, E, IDX, START, CNT, n_k, p_first, n_qb, W, bloc
                     i - n_eb, bh, False, TILE)
 
 
+def _list_buffers(BH: int, n_qb: int, W: int, dev: torch.device):
+    """Uninitialised ``(idx int32 [BH * nQB * W], start int64 [BH, nQB], count int32 [BH, nQB])``."""
+    return (torch.empty(BH * n_qb * W, dtype=torch.int32, device=dev),
+            torch.empty(BH, n_qb, dtype=torch.int64, device=dev),
+            torch.empty(BH, n_qb, dtype=torch.int32, device=dev))
+
+
 def block_key_lists(ranks: KeyRanks, theta: torch.Tensor | None, q_len: int, block_q: int,
                     window: int, *, tile: int = LIST_TILE):
     """Off-diagonal key lists of every query block, one fixed slot of ``W = min(w, K)`` each.
@@ -162,9 +169,7 @@ def block_key_lists(ranks: KeyRanks, theta: torch.Tensor | None, q_len: int, blo
     dev = ranks.r.device
     if tile < 2 or tile & (tile - 1):
         raise ValueError(f"tile={tile} must be a power of two >= 2")
-    idx = torch.empty(BH * n_qb * W, dtype=torch.int32, device=dev)
-    start = torch.empty(BH, n_qb, dtype=torch.int64, device=dev)
-    count = torch.empty(BH, n_qb, dtype=torch.int32, device=dev)
+    idx, start, count = _list_buffers(BH, n_qb, W, dev)
     block_lists_kernel[(n_qb, BH)](ranks.r, ranks.order, ranks.r if theta is None else theta,
                                    idx, start, count, K, K - Q, n_qb, W, BQ, window,
                                    GLOBAL=theta is None, TILE=tile, num_warps=4)
@@ -252,9 +257,7 @@ def build_plan(s: torch.Tensor, window: int, q_len: int, *, causal: bool = True,
         return KeyPlan(True, True, window, block_q, n_qb, e, empty(), empty(), empty())
     BH = B * H
     e = torch.empty(BH, K, dtype=torch.int32, device=s.device)
-    idx = torch.empty(BH * n_qb * window, dtype=torch.int32, device=s.device)
-    start = torch.empty(BH, n_qb, dtype=torch.int64, device=s.device)
-    count = torch.empty(BH, n_qb, dtype=torch.int32, device=s.device)
+    idx, start, count = _list_buffers(BH, n_qb, window, s.device)
     n_eb = cdiv(K, E_BLOCK)
     plan_kernel[(n_eb + n_qb, BH)](ranks.r, ranks.order, theta, e, idx, start, count, K,
                                    K - q_len, n_qb, window, block_q, window, n_eb,
