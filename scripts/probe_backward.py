@@ -12,7 +12,8 @@ Times, replayed from CUDA graphs (ms, median of triton.testing.do_bench):
   addresses (racy, wrong values: a timing probe only);
 - ``bwd_no_write``: the same with the stores masked off by a condition the compiler cannot
   decide (``scale < 0``): all the dot products, none of the dK / dV / ds traffic;
-- ``bwd_deterministic``: the partial buffers and the fixed-order reduction.
+- ``bwd_deterministic_eager``: the partial buffers and the fixed-order reduction, eager (its
+  reduction indexes with a boolean mask: not capturable in a graph).
 
 The variants are source copies of ``backward.py`` with the three ``tl.atomic_add`` lines
 replaced, written next to it in the installed package and imported from there; nothing in the
@@ -78,7 +79,7 @@ def probe(n: int) -> dict[str, float]:
             out[f"bwd_{name}"] = do_bench(graphed(bwd()))
         finally:
             ag.dma_bwd_kernel = shipped
-    out["bwd_deterministic"] = do_bench(graphed(bwd(True)))
+    out["bwd_deterministic_eager"] = do_bench(bwd(True))   # boolean indexing: not capturable
     return out
 
 
