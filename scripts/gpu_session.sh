@@ -2,7 +2,7 @@
 # One device call (at most 10 minutes): the GPU tests, then the benchmark. Logs go to $OUT.
 #   bash scripts/gpu_session.sh            tests (TESTS_S), builder profile, bench (BENCH_S)
 #   STEPS="graphs bench" bash scripts/gpu_session.sh  only some steps: tests (= graphs builder
-#                                                   kernels), profile, probe, host, bench
+#                                                   kernels), profile, probe, sweep, host, bench
 #   BENCH_ARGS="--n 16384 --window 1024 --d 128"   extra arguments for python -m dma_ref.bench
 # The package is staged as /tmp/pkg/dma_ref (with kernels/ as dma_ref/kernels, as the editable
 # install maps it) and every step runs from /tmp, so the checkout's dma_ref/ cannot shadow it.
@@ -49,6 +49,10 @@ fi
 if has probe; then
   since "backward probe"
   timeout "${PROBE_S:-120}" python3 "$REPO/scripts/probe_backward.py" ${PROBE_N:-16384 131072} 2>&1 | tee "$OUT/probe_backward.txt"
+fi
+if has sweep; then
+  since "tile sweep"
+  timeout "${SWEEP_S:-240}" python3 "$REPO/scripts/sweep_tiles.py" ${SWEEP_N:-16384 131072} 2>&1 | tee "$OUT/sweep_tiles.txt"
 fi
 if has host; then
   since "host profile"
