@@ -79,9 +79,12 @@ INTERP_CONFIG = KernelConfig(rows=32, block_n=16, num_warps=1, num_stages=1, max
 # scripts/compile_sm90.py (D = 128, bf16, sm_90) reports the registers of each: with 4 warps
 # the 128 rows use all 255 and spill ~130 bytes per thread (forward and backward); with 8 warps
 # the forward needs ~220 and the backward spills ~130 (64 rows: ~80). The 2026-11 defaults
-# (forward 32/4/3, backward 64/8/1) are among the candidates.
+# (forward 32/4/3, backward 64/8/1) are among the candidates. The backward's 64/8/2 (two stages:
+# the next K/V tile loads while this one computes) was 12-14% faster than 64/8/1 at N = 16K and
+# 128K on the H200 (scripts/sweep_tiles.py, 2026-12-03) and the tuner picks it there.
 FWD_TUNING = ((64, 8, 3, 1), (32, 8, 3, 1), (128, 8, 2, 1), (32, 4, 3, 1), (64, 8, 3, 2))
-BWD_TUNING = ((64, 8, 1, 1), (32, 8, 1, 1), (32, 8, 1, 2), (64, 8, 1, 2), (32, 4, 1, 2))
+BWD_TUNING = ((64, 8, 2, 1), (64, 8, 1, 1), (32, 8, 1, 1), (32, 8, 1, 2), (64, 8, 1, 2),
+              (32, 4, 1, 2))
 
 
 def _padded(D: int) -> int:
