@@ -197,6 +197,17 @@ def test_series_speedup_and_table():
     assert md.count("\n") == 10 and "time cap" in md
 
 
+def test_note_value_reads_numbers_from_notes():
+    rec = {"note": "build_ms=0.2863; lifetimes_ms=0.37; graph_fwd_ms=2.7225; tuned_fwd=BN32/GH4"}
+    assert perf.note_value(rec, "graph_fwd_ms") == 2.7225
+    assert perf.note_value(rec, "build_ms") == 0.2863
+    assert perf.note_value(rec, "fwd_ms") is None          # not a suffix of graph_fwd_ms
+    assert perf.note_value(rec, "tuned_fwd") is None       # not a number
+    assert perf.note_value({"note": None}, "build_ms") is None
+    recorded = perf.select(perf.load_records(), method="dma_triton", D=128, N=131072, window=1024)
+    assert perf.note_value(recorded[0], "fwd_kernel_ms") < recorded[0]["fwd_ms"]
+
+
 def test_plot_functions_draw_every_measured_method(tmp_path, monkeypatch):
     recs = synthetic_records()
     fig = perf.plot_time_vs_n(recs, D=128, window=1024)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -41,6 +42,13 @@ def load_records(path: Path | str = DEFAULT_JSON) -> list[dict]:
 def select(records: list[dict], **where) -> list[dict]:
     """Records whose fields equal every ``where`` item, e.g. ``select(r, D=128, window=1024)``."""
     return [r for r in records if all(r.get(k) == v for k, v in where.items())]
+
+
+def note_value(record: dict, key: str) -> float | None:
+    """The number ``key=<number>`` in a record's note (e.g. ``graph_fwd_ms``, ``fwd_kernel_ms``,
+    ``build_ms`` of ``dma_triton``), or None when the note has none."""
+    m = re.search(rf"(?:^|[;\s]){re.escape(key)}=([0-9.eE+-]+)", record.get("note") or "")
+    return float(m.group(1)) if m else None
 
 
 def methods_in(records: list[dict]) -> list[str]:
