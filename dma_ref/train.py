@@ -119,8 +119,9 @@ class TrainConfig:
 # naive backend, batch 64, hold 600, anneal 300, 1500 steps) DMA learned this task to 0.98.
 # Measured on one H200 (2026-12-03, figures/mqar/results_gpu.json): MHA 1.000 in 30 s, SWA 0.039
 # in 32 s, DMA 0.996 in 82 s (~55 steps/s when steady; its progress bar stalls 4-10 s at step 1
-# and four times during the window anneal, ~30 s in all: first-use compilation of new kernel
-# variants is the likely cause, not profiled). At N = 1024 (queries >= 960) the same recipe left
+# and four times during the window anneal, ~30 s in all, where the kernels meet new variants to
+# compile and tune: w < N (the e_j test), the first no-grad evaluation, w < N/2 (key lists), the
+# next evaluation; not profiled). At N = 1024 (queries >= 960) the same recipe left
 # MHA and DMA on a plateau at 0.31 (batch 32 x 2500 steps, and batch 128 x 1500 with hold 600 and
 # anneal 300: figures/mqar/gpu_n1024/), SWA at 0.04.
 GPU_PRESET = {"seq_len": 128, "pairs": 4, "query_start": 80, "vocab_size": 64, "window": 32,
