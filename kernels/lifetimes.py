@@ -31,6 +31,7 @@ Global mode needs no thresholds: its theta is the constant w - 1 (``block_key_li
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import torch
 import triton
@@ -156,12 +157,20 @@ def lifetimes_kernel(R, THETA, E, n_k, LOG_K: tl.constexpr, BLOCK: tl.constexpr)
 E_BLOCK = 1024                            # keys per lifetimes program
 
 
+@dataclass(frozen=True)
 class KeyRanks:
-    """``order``, ``r`` int32 ``[BH, K]`` (keys by rank, rank of each key) and the rank-chunk
-    table of ``ranks_kernel``, with the block sizes it was built for."""
+    """The keys of each head ranked, as ``rank_keys`` returns them.
 
-    def __init__(self, order, r, cnt, T, TB, BJ):
-        self.order, self.r, self.cnt, self.T, self.TB, self.BJ = order, r, cnt, T, TB, BJ
+    order, r: int32 ``[BH, K]``, the keys by rank (best first) and the rank of each key;
+    cnt: int32 ``[BH, n_c, n_tb]``, the table of ``ranks_kernel`` (keys of rank chunk c at
+    positions ``< t TB``); T, TB, BJ: the block sizes it was built for (``_sizes``)."""
+
+    order: torch.Tensor
+    r: torch.Tensor
+    cnt: torch.Tensor
+    T: int
+    TB: int
+    BJ: int
 
 
 def _sizes(K: int, block_t: int | None, table_t: int | None, chunk: int | None):

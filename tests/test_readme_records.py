@@ -1,0 +1,88 @@
+"""The README's result tables say what the recorded results say (no drift after a new run).
+
+Every number printed in the benchmark table (from ``figures/bench/h200.json``) and in the GPU
+MQAR table (from ``figures/mqar/results_gpu.json`` and ``curves_gpu.json``) must equal the
+record rounded to the digits the README shows.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from dma_ref.paths import FIGURES, REPO_ROOT
+from dma_ref.viz import perf
+
+README = (REPO_ROOT / "README.md").read_text()
+
+
+def table_after(marker: str) -> list[list[str]]:
+    """The cells of the first markdown table after the line containing ``marker``."""
+    lines = README[README.index(marker):].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    rows = []
+    for line in lines[start + 2:]:                    # skip the header and its rule
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip("|").split("|")])
+    return rows
+
+
+def agrees(printed: str, value: float) -> bool:
+    """``printed`` (e.g. ``0.28``, ``22.6x``, ``1.39e6``, ``7%``, ``30 s``) is ``value`` rounded
+    to the digits shown."""
+    text = printed.rstrip("x% s")
+    scale = 100.0 if printed.endswith("%") else 1.0
+    mantissa, _, exp = text.partition("e")
+    decimals = len(mantissa.partition(".")[2])
+    unit = 10.0 ** (-decimals) * (10.0 ** int(exp) if exp else 1.0)
+    return abs(float(text) - value * scale) <= unit / 2 + 1e-9
+
+
+def pairs(cell: str) -> list[str]:
+    return [p.strip() for p in cell.split("/")]
+
+
+def test_benchmark_table_matches_h200_json():
+    records = perf.select(perf.load_records(), D=128, window=1024)
+    rows = table_after("`python -m dma_ref.bench` (`figures/bench/h200.json`")
+    assert [int(r[0]) for r in rows] == [4096, 16384, 65536, 131072]
+    for n, dma, graph, cudnn, speedup, speedup_graph in rows:
+        d = perf.select(records, method="dma_triton", N=int(n))[0]
+        c = perf.select(records, method="sdpa_cudnn", N=int(n))[0]
+        g = [perf.note_value(d, "graph_fwd_ms"), perf.note_value(d, "graph_fwdbwd_ms")]
+        expected = {
+            dma: [d["fwd_ms"], d["fwdbwd_ms"]],
+            graph: g,
+            cudnn: [c["fwd_ms"], c["fwdbwd_ms"]],
+            speedup: [c["fwd_ms"] / d["fwd_ms"], c["fwdbwd_ms"] / d["fwdbwd_ms"]],
+            speedup_graph: [c["fwd_ms"] / g[0], c["fwdbwd_ms"] / g[1]],
+        }
+        for cell, values in expected.items():
+            for printed, value in zip(pairs(cell), values, strict=True):
+                assert agrees(printed, value), (n, cell, printed, value)
+
+
+def test_gpu_mqar_table_matches_results_gpu_json():
+    results = json.loads((FIGURES / "mqar" / "results_gpu.json").read_text())
+    curves = json.loads((FIGURES / "mqar" / "curves_gpu.json").read_text())
+    rows = table_after("Recorded on one NVIDIA H200")
+    assert [r[0] for r in rows] == ["MHA", "SWA", "DMA"]
+    for name, _attention, acc, seconds, tokens, share in rows:
+        m = name.lower()
+        assert agrees(acc, results["accuracy"][m]), (m, acc)
+        assert agrees(seconds, curves["seconds"][m]), (m, seconds)
+        assert agrees(tokens, curves["tokens_per_s"][m]), (m, tokens)
+        assert agrees(share, curves["attention_share"][m]), (m, share)
+    window = re.search(r"sliding window, w = (\d+)", README[README.index("Recorded on one"):])
+    assert int(window.group(1)) == results["config"]["window"]
+
+
+@pytest.mark.parametrize("printed, value, ok", [
+    ("0.28", 0.282, True), ("0.28", 0.286, False), ("22.6x", 22.56, True), ("1.39e6", 1388010, True),
+    ("0.50e6", 499047, True), ("0.50e6", 506000, False), ("7%", 0.0677, True), ("30 s", 29.5, True),
+    ("30 s", 31.0, False)])
+def test_agrees_rounds_as_printed(printed, value, ok):
+    assert agrees(printed, value) is ok
