@@ -44,6 +44,8 @@ def check_naive_dma(fn: Callable[..., torch.Tensor], strict: bool = False) -> Re
             k = torch.randn(B, Hkv, K, D, generator=g, dtype=torch.float64)
             v = torch.randn(B, Hkv, K, D, generator=g, dtype=torch.float64)
             s = torch.randn(B, Hkv, K, generator=g, dtype=torch.float64)
+            if mode == "global":   # key 0 outside the top w: row 0 is empty on every trial
+                s[..., 0] = s.min() - 1.0
             with forbid_package("naive_dma_attention", naive_mod,
                                 "build it from dense pieces (dma_ref.dma_mask, matmuls, softmax); "
                                 "do not call naive_dma_attention"):
