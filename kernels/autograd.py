@@ -443,10 +443,11 @@ def _bwd_impl(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tenso
     plan = KeyPlan(causal, idx.numel() == 0, window, bq_f, -(-Q // bq_f), e, idx, start, count)
     bwd_cfg = _cfg(bwd_config)
     GH, bq = _shape(bwd_cfg, G, Q)
-    plan = _replan(plan, Q, bq, s.contiguous(), mode)
+    s = s.contiguous()
+    plan = _replan(plan, Q, bq, s, mode)
     dlse = None if dlse is None else dlse.to(torch.float32).contiguous()
     dq, dk, dv, ds = dma_backward(do.contiguous(), q.contiguous(), k.contiguous(),
-                                  v.contiguous(), s.contiguous(), o32, lse, plan, scale, bwd_cfg,
+                                  v.contiguous(), s, o32, lse, plan, scale, bwd_cfg,
                                   GH, deterministic, dlse)
     return dq, dk.to(k.dtype), dv.to(v.dtype), ds.to(s.dtype)
 

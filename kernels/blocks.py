@@ -41,6 +41,7 @@ from .lifetimes import (
     KeyRanks,
     _lifetimes_of,
     _on_triton,
+    global_lifetimes_from_ranks,
     lifetimes_from_thresholds,
     rank_keys,
     thresholds_unchecked,
@@ -244,9 +245,8 @@ def build_plan(s: torch.Tensor, window: int, q_len: int, *, causal: bool = True,
         idx, start, count = topw_key_lists(s, window, n_qb)
         return KeyPlan(False, False, window, block_q, n_qb, empty(), idx, start, count)
     ranks = rank_keys(s)
-    if mode == "global":                   # e = K for the w best keys, else j
-        j = torch.arange(K, dtype=torch.int32, device=s.device)
-        e = torch.where(ranks.r < window, K, j)
+    if mode == "global":
+        e = global_lifetimes_from_ranks(ranks.r, window)
         if dense:
             return KeyPlan(True, True, window, block_q, n_qb, e, empty(), empty(), empty())
         idx, start, count = block_key_lists(ranks, None, q_len, block_q, window)

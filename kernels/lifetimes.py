@@ -285,11 +285,11 @@ def global_lifetimes(s: torch.Tensor, window: int) -> torch.Tensor:
     """
     check_tensor(s, "s", 3, "[B, Hkv, K]")
     check_score_values(s)
-    return global_lifetimes_unchecked(s, check_window(window))
+    return global_lifetimes_from_ranks(key_ranks(s), check_window(window))
 
 
-def global_lifetimes_unchecked(s: torch.Tensor, w: int) -> torch.Tensor:
-    """``global_lifetimes`` without validating s (no host sync)."""
-    K = s.shape[-1]
-    j = torch.arange(K, device=s.device).expand_as(s)
-    return torch.where(key_ranks(s) < w, torch.full_like(j, K), j).contiguous()
+def global_lifetimes_from_ranks(r: torch.Tensor, w: int) -> torch.Tensor:
+    """``e`` of global mode from the key ranks r ``[..., K]`` (0 = best), in r's int dtype:
+    K for the w best keys, j for the others (no value check: for ``build_plan``)."""
+    K = r.shape[-1]
+    return torch.where(r < w, K, torch.arange(K, dtype=r.dtype, device=r.device))
