@@ -1,6 +1,6 @@
 # The project's two commands (README.md):
 #   make notebooks   execute notebooks/NN_*.ipynb in order on the CPU -> executed/, figures/
-#   make test        pytest on tests/ plus every notebook under nbval, in one run
+#   make test        ruff, then pytest on tests/ plus every notebook under nbval, in one run
 # Both create .venv (python3 -m venv) and install the package into it when needed.
 
 SHELL := /bin/bash
@@ -23,7 +23,7 @@ PYTEST_ARGS ?=
 
 help:
 	@echo "make notebooks   execute every notebook on the CPU (executed/, figures/, timing table)"
-	@echo "make test        unit, property, kernel, browser and notebook (nbval) tests"
+	@echo "make test        lint (ruff), then unit, property, kernel, browser and notebook (nbval) tests"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -51,11 +51,12 @@ chromium:
 	  fi; \
 	fi
 
+# ruff runs first (seconds): a lint error fails `make test`, hence CI.
 # --nbval-lax runs every notebook cell and compares only cells marked # NBVAL_CHECK_OUTPUT;
 # --nbval-current-env runs the notebooks in this venv's Python. Warnings stay warnings
 # (triton 3.6 + numpy 2.3 emits a DeprecationWarning). pytest exits 5 when it collects no test,
 # and make passes that failure on.
-test: $(STAMP) chromium
+test: $(STAMP) chromium lint
 	$(PY) -m pytest tests $(NOTEBOOKS) --nbval-lax --nbval-current-env --nbval-cell-timeout=900 \
 	  -p no:cacheprovider --durations=15 -ra $(PYTEST_ARGS)
 

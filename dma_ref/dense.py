@@ -16,9 +16,14 @@ import torch
 from .validate import check_qkv, default_scale
 
 
+def query_positions(Q: int, K: int, device=None) -> torch.Tensor:
+    """int64 ``[Q]``: absolute position ``p_i = K - Q + i`` of each query row (bottom-right)."""
+    return torch.arange(K - Q, K, device=device)
+
+
 def causal_mask(Q: int, K: int, device=None) -> torch.Tensor:
     """bool ``[Q, K]``: ``True`` where key ``j <= p_i = K - Q + i`` (bottom-right aligned)."""
-    p = torch.arange(K - Q, K, device=device)[:, None]
+    p = query_positions(Q, K, device)[:, None]
     j = torch.arange(K, device=device)[None, :]
     return j <= p
 

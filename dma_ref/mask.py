@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import torch
 
+from .dense import query_positions
 from .validate import check_mode, check_score_values, check_tensor, check_window
 
 
@@ -51,11 +52,6 @@ def sliding_window_mask(N: int, window: int, device=None) -> torch.Tensor:
 def sliding_window_lifetimes(N: int, window: int, device=None) -> torch.Tensor:
     """int64 ``[N]``: the lifetimes of ``sliding_window_mask``, ``e_j = min(j + window, N)``."""
     return (torch.arange(N, device=device) + window).clamp(max=N)
-
-
-def query_positions(Q: int, K: int, device=None) -> torch.Tensor:
-    """int64 ``[Q]``: absolute position ``p_i = K - Q + i`` of each query row (bottom-right)."""
-    return torch.arange(K - Q, K, device=device)
 
 
 def dma_mask(s: torch.Tensor, window: int, *, q_len: int | None = None, causal: bool = True,

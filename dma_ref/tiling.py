@@ -29,7 +29,9 @@ import math
 
 import torch
 
+from .dense import query_positions
 from .lifetimes import key_lifetimes
+from .numerics import cdiv
 from .validate import check_qkv, check_scores, check_window, default_scale
 
 __all__ = [
@@ -109,7 +111,7 @@ def online_softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
     acc_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
     scale = default_scale(scale, D)
     q, k, v = q.to(acc_dtype), k.to(acc_dtype), v.to(acc_dtype)
-    p = torch.arange(K - Q, K, device=q.device)
+    p = query_positions(Q, K, q.device)
     m, l, acc = online_softmax_init(Q, D, dtype=acc_dtype, device=q.device)
     for j0 in range(0, K, block_n):
         j = torch.arange(j0, min(K, j0 + block_n), device=q.device)
@@ -162,7 +164,7 @@ def union_sizes(e: torch.Tensor, block_m: int, q_len: int | None = None) -> torc
     lead = e.shape[:-1]
     flat = e.reshape(-1, K)
     j = torch.arange(K, device=e.device)
-    n_blocks = -(-Q // block_m)
+    n_blocks = cdiv(Q, block_m)
     bounds = [block_positions(b, block_m, Q, K) for b in range(n_blocks)]
     p_min = torch.tensor([lo for lo, _ in bounds], dtype=torch.int64, device=e.device)
     p_max = torch.tensor([hi for _, hi in bounds], dtype=torch.int64, device=e.device)
@@ -184,7 +186,7 @@ def union_index_lists(e: torch.Tensor, block_m: int, q_len: int | None = None):
     """
     K = e.shape[-1]
     Q = K if q_len is None else q_len
-    n_blocks = -(-Q // block_m)
+    n_blocks = cdiv(Q, block_m)
     lists = [union_keys(e, *block_positions(b, block_m, Q, K)) for b in range(n_blocks)]
     sizes = torch.tensor([len(u) for u in lists], dtype=torch.int64)
     offsets = torch.zeros(n_blocks + 1, dtype=torch.int64)
@@ -218,7 +220,7 @@ def tiled_dma_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torc
     lse = torch.full((B, Hkv, G, Q), -math.inf, dtype=acc_dtype, device=q.device)
     for b in range(B):
         for h in range(Hkv):
-            for blk in range(-(-Q // block_m)):
+            for blk in range(cdiv(Q, block_m)):
                 i = torch.arange(blk * block_m, min(Q, (blk + 1) * block_m), device=q.device)
                 p = (K - Q + i).repeat(G)                                    # [G * BM] positions
                 q_blk = qg[b, h][:, i].reshape(-1, D)                        # [G * BM, D]
@@ -257,7 +259,7 @@ def tile_map(e: torch.Tensor, block_m: int, block_n: int, q_len: int | None = No
         raise ValueError(f"e must be one head's lifetimes [K]; got shape {tuple(e.shape)}")
     K = e.shape[0]
     Q = K if q_len is None else q_len
-    nqb, nkb = -(-Q // block_m), -(-K // block_n)
+    nqb, nkb = cdiv(Q, block_m), cdiv(K, block_n)
     j = torch.arange(K, device=e.device)
     first = torch.clamp(j, min=K - Q)                   # first position that can keep j
     live = e > first                                    # kept by at least one query row

@@ -6,7 +6,11 @@
 * ``@pytest.mark.gpu`` tests are skipped without CUDA.
 * ``@pytest.mark.browser`` tests are skipped when Debian's chromium is missing, except in CI
   (``CI=true``), where a missing browser is a failure: CI must prove the browser test runs.
-* Nothing is seeded globally: every test draws fresh random inputs (hypothesis seeds itself).
+* Randomness is fresh on every run and replayable: one session seed is drawn (or read from
+  ``DMA_REF_TEST_SEED``) and printed in pytest's header; before each test, torch's, NumPy's and
+  Python's global generators are seeded from it and the test's node id (``seed_of_test``), and so is
+  hypothesis. A failing test's report names both seeds; ``DMA_REF_TEST_SEED=<seed> make test``
+  replays the run. Tests that want an explicit generator take the ``rng`` fixture.
 
 The references below are written from DESIGN.md section 3 in plain Python loops, on purpose
 sharing no code with ``dma_ref``; tests reach them through the ``ref`` fixture.
@@ -16,8 +20,11 @@ from __future__ import annotations
 
 import math
 import os
+import random
+import zlib
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -25,6 +32,65 @@ if not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"
 
 CHROMIUM = "/usr/bin/chromium"
+SEED_ENV = "DMA_REF_TEST_SEED"
+
+
+def session_seed() -> int:
+    """The run's seed: ``$DMA_REF_TEST_SEED`` when set (a replay), else drawn once per run."""
+    given = os.environ.get(SEED_ENV, "").strip()
+    if given:
+        return int(given)
+    seed = int.from_bytes(os.urandom(4), "little")
+    os.environ[SEED_ENV] = str(seed)          # subprocesses (notebooks, torchrun) see the same
+    return seed
+
+
+SESSION_SEED = session_seed()
+
+
+def seed_of_test(nodeid: str) -> int:
+    """The seed of one test: the session seed mixed with a stable hash of its node id (so a
+    test's inputs do not depend on which other tests ran before it)."""
+    return (SESSION_SEED * 1_000_003 + zlib.crc32(nodeid.encode())) % 2**32
+
+
+def pytest_report_header(config):
+    return f"random seed: {SEED_ENV}={SESSION_SEED} (set it to replay this run)"
+
+
+def pytest_configure(config):
+    try:                                       # hypothesis draws its examples from the same seed
+        from hypothesis import core
+    except ImportError:
+        return
+    if config.getoption("hypothesis_seed", None) is None:
+        core.global_force_seed = SESSION_SEED
+
+
+@pytest.fixture(autouse=True)
+def _seed_everything(request):
+    seed = seed_of_test(request.node.nodeid)
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+    yield
+
+
+@pytest.fixture
+def rng(request) -> torch.Generator:
+    """A CPU ``torch.Generator`` seeded with this test's seed."""
+    return torch.Generator().manual_seed(seed_of_test(request.node.nodeid))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        seed = seed_of_test(item.nodeid)
+        replay = f"{SEED_ENV}={SESSION_SEED} pytest '{item.nodeid}'"
+        message = f"{SEED_ENV}={SESSION_SEED} (test seed {seed}); replay: {replay}"
+        report.sections.append(("random seed", message))
 
 
 def in_ci() -> bool:

@@ -127,3 +127,98 @@ def test_store_checked_outputs_keeps_only_the_checked_cells(tmp_path):
                                           "text": ["1\n"]}]},
         "01_other.ipynb": {"c": []},
     }
+
+
+# ------------------------------------------------------------------- module boundaries
+
+PACKAGE_DIRS = ("dma_ref", "kernels")
+SOURCE_DIRS = (*PACKAGE_DIRS, "scripts")
+MAX_LINES = 400
+
+
+def python_files(dirs) -> list[Path]:
+    return sorted(p for d in dirs for p in (ROOT / d).rglob("*.py"))
+
+
+def module_name(path: Path) -> str:
+    """The dotted name a file is imported under (kernels/ is dma_ref.kernels)."""
+    rel = path.relative_to(ROOT).with_suffix("")
+    parts = list(rel.parts)
+    if parts[0] == "kernels":
+        parts = ["dma_ref", *parts]
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def absolute(module: str | None, level: int, path: Path) -> str:
+    if not level:
+        return module or ""
+    base = module_name(path).split(".")
+    if path.name != "__init__.py":
+        base = base[:-1]
+    base = base[: len(base) - (level - 1)]
+    return ".".join([*base, *([module] if module else [])])
+
+
+def private(name: str) -> bool:
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def private_uses(path: Path, text: str | None = None) -> list[str]:
+    """``from <project module> import _x``, a project module path with a ``_segment``, and
+    ``alias._x`` where alias names a project module."""
+    import ast
+
+    tree = ast.parse(path.read_text() if text is None else text)
+    found, aliases = [], set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            mod = absolute(node.module, node.level, path)
+            if mod.split(".")[0] != "dma_ref":
+                continue
+            if any(private(seg) for seg in mod.split(".")):
+                found.append(f"line {node.lineno}: from {mod} import ...")
+            for a in node.names:
+                if private(a.name):
+                    found.append(f"line {node.lineno}: from {mod} import {a.name}")
+                aliases.add(a.asname or a.name)          # may be a module: checked below
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.split(".")[0] == "dma_ref":
+                    if any(private(seg) for seg in a.name.split(".")):
+                        found.append(f"line {node.lineno}: import {a.name}")
+                    aliases.add(a.asname or a.name.split(".")[0])
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and private(node.attr)
+                and isinstance(node.value, ast.Name) and node.value.id in aliases):
+            found.append(f"line {node.lineno}: {node.value.id}.{node.attr}")
+    return found
+
+
+def test_private_name_scan_catches_each_form():
+    """The scan below must see all three forms (a scan that finds nothing proves nothing)."""
+    text = ("from dma_ref.kernels.launch import _x\nfrom ._core import y\nimport numpy as np\n"
+            "from dma_ref.kernels import op as ag\nag._impl()\nnp._private\nfrom . import core\n")
+    found = private_uses(ROOT / "dma_ref" / "check" / "probe.py", text)
+    assert [f.split(":")[0] for f in found] == ["line 1", "line 2", "line 5"], found
+
+
+@pytest.mark.parametrize("path", python_files(SOURCE_DIRS), ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_module_imports_private_names(path):
+    """What another module needs gets a public name; ``_names`` stay inside their module."""
+    found = private_uses(path)
+    assert not found, f"{path.relative_to(ROOT)} uses private names of other modules: {found}"
+
+
+@pytest.mark.parametrize("path", python_files(PACKAGE_DIRS), ids=lambda p: str(p.relative_to(ROOT)))
+def test_package_files_stay_small(path):
+    n = len(path.read_text().splitlines())
+    assert n <= MAX_LINES, f"{path.relative_to(ROOT)} has {n} lines (> {MAX_LINES}): split it by job"
+
+
+def test_pyproject_lists_every_package():
+    """A wheel (not only an editable install) must carry every subpackage."""
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {module_name(p) for d in PACKAGE_DIRS for p in (ROOT / d).rglob("__init__.py")}
+    assert listed == found, f"pyproject lists {sorted(listed)}, the folders are {sorted(found)}"

@@ -14,6 +14,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.patches import Patch, Rectangle
 
 from ..lifetimes import key_lifetimes, mask_from_lifetimes
+from ..numerics import cdiv
 from ..tiling import (
     TILE_EMPTY,
     TILE_FUTURE,
@@ -102,7 +103,7 @@ def union_growth(Ns: list[int], window: int, block_m: int, block_n: int, *, Hkv:
         st = tile_stats(e, block_m, block_n)
         for key in ("union_mean", "union_max", "kept_fraction", "tile_fraction", "work_ratio"):
             out[key].append(float(st[key]))
-        n_blocks = -(-N // block_m)
+        n_blocks = cdiv(N, block_m)
         out["causal_mean"].append(float(np.mean([block_positions(b, block_m, N, N)[1] + 1
                                                  for b in range(n_blocks)])))
     return out
