@@ -12,10 +12,23 @@ G query heads of the group.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
 from .validate import check_tensor
+
+# exp(a) is +inf in float32 (and bfloat16, same exponent range) once a > ln(3.4e38) ~ 88.72: an
+# infinite bias then turns the softmax of every row that keeps the key into NaN.
+EXP_OVERFLOW = math.log(torch.finfo(torch.float32).max)
+
+
+def score_exponent(v: torch.Tensor, delta: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
+    """``a = A * softplus(x)`` ``[B, Hkv, K]`` in v's dtype: the log-form score, and the exponent
+    of the exp-form score ``s = exp(a)`` (which overflows once ``a > EXP_OVERFLOW``). Same
+    arguments and checks as :func:`dma_scores`."""
+    return dma_scores(v, delta, A, form="log")
 
 
 def dma_scores(v: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, *, form: str = "exp") -> torch.Tensor:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dma_ref.tasks import (
+from dma_ref.lab.tasks import (
     IGNORE,
     ROLE_FILLER,
     ROLE_KEY,

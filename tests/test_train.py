@@ -11,21 +11,22 @@ import pytest
 import torch
 
 from dma_ref.check import nb08
-from dma_ref.paths import FIGURES
-from dma_ref.tasks import IGNORE
-from dma_ref.train import (
+from dma_ref.lab.tasks import IGNORE
+from dma_ref.lab.train import (
     GPU_PRESET,
     TrainConfig,
     accuracy,
     format_comparison,
     lm_loss,
-    lr_at,
-    main,
-    results_suffix,
     run_comparison,
     train,
     window_at,
 )
+from dma_ref.lab.train.__main__ import main, parse_options
+from dma_ref.lab.train.compare import results_suffix
+from dma_ref.lab.train.config import GPU_MAX_SECONDS
+from dma_ref.lab.train.loop import lr_at
+from dma_ref.paths import FIGURES
 
 TINY = {"seq_len": 16, "pairs": 2, "query_start": None, "vocab_size": 16, "d_model": 32, "n_heads": 2,
         "window": 4, "batch_size": 16, "eval_size": 32, "eval_every": 5, "warmup": 2, "window_hold": 0,
@@ -45,7 +46,7 @@ def test_accuracy_counts_only_queries():
         """Predicts token 1 everywhere."""
         def forward(self, x):
             return torch.nn.functional.one_hot(torch.ones_like(x), 4).float()
-    from dma_ref.tasks import TaskBatch
+    from dma_ref.lab.tasks import TaskBatch
     x = torch.zeros(2, 6, dtype=torch.int64)
     y = torch.full((2, 6), IGNORE)
     y[0, 2], y[0, 3], y[1, 5] = 1, 2, 1               # two of three right
@@ -125,7 +126,8 @@ def test_run_measurements():
     assert res["steps_run"] == 4 and res["attention_share_steps"] == 2       # steps 1 and 3
     assert res["tokens_per_s"] == pytest.approx(4 * cfg.batch_size * cfg.seq_len / res["seconds"])
     assert res["loss_curve"][-1] == [4, res["loss"]] and res["precision"] == "fp32"
-    assert all("attend" not in b.attn.__dict__ for b in res["model"].blocks)  # timer removed
+    cores = [b.attn.core for b in res["model"].blocks]                       # timer removed
+    assert not any(c._forward_pre_hooks or c._forward_hooks for c in cores)
     # Timing never changes the training: no sampled step gives the same model and loss.
     plain = train(cfg, progress=False, time_every=0)
     assert plain["attention_share"] is None and plain["loss"] == res["loss"]
@@ -150,19 +152,21 @@ def test_attention_share_counts_forward_and_backward(monkeypatch):
     """An attention core that sleeps 100 ms forward and 100 ms backward, in each of 2 layers,
     against a tiny model whose other work takes some 10-100 ms: most of the step is attention.
     Were only the forward (or only the backward) measured, the share could not exceed 1/2."""
-    from dma_ref.model import DenseAttention
-    attend = DenseAttention.attend
-
-    def slow(self, q, k, v, s=None):
-        time.sleep(0.1)
-        return _SlowBackward.apply(attend(self, q, k, v, s))
+    from dma_ref.nn import TinyLM
 
     cfg = TrainConfig(attn="mha", steps=3, **TINY)       # step 1 is timed (not the first step)
+    core = type(TinyLM(cfg.model_config()).blocks[0].attn.core)
+    forward = core.forward
+
+    def slow(self, *args, **kwargs):
+        time.sleep(0.1)
+        return _SlowBackward.apply(forward(self, *args, **kwargs))
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)     # on a busy CPU, two spinning threads can stall the tiny ops
     try:
         fast = train(cfg, progress=False, time_every=2)["attention_share"]
-        monkeypatch.setattr(DenseAttention, "attend", slow)
+        monkeypatch.setattr(core, "forward", slow)
         share = train(cfg, progress=False, time_every=2)["attention_share"]
     finally:
         torch.set_num_threads(threads)
@@ -178,6 +182,22 @@ def test_cli_single_run(tmp_path, capsys):
     rec = json.loads((tmp_path / "result.json").read_text())
     assert rec["config"]["query_start"] is None and len(rec["curve"]) == 1
     assert (tmp_path / "model.pt").exists()
+
+
+def test_cli_given_options_win_over_the_preset_also_abbreviated():
+    """argparse accepts unambiguous prefixes (``--step`` for ``--steps``): an option given that
+    way is given all the same, and the preset does not override it."""
+    cfg, _, max_seconds = parse_options(["--preset", "gpu", "--step", "5", "--seq-len=96",
+                                         "--max-sec", "3"])
+    assert (cfg.steps, cfg.seq_len, max_seconds) == (5, 96, 3.0)
+    assert cfg.window == GPU_PRESET["window"] and cfg.batch_size == GPU_PRESET["batch_size"]
+    cfg, _, max_seconds = parse_options(["--preset", "gpu"])
+    assert cfg == TrainConfig(**GPU_PRESET) and max_seconds == GPU_MAX_SECONDS
+    cfg, _, max_seconds = parse_options(["--window", "8", "--query-start", "-1"])
+    assert cfg == TrainConfig(window=8, query_start=None) and max_seconds is None
+    # Under torchrun the data streams follow the world size unless given (abbreviated or not).
+    assert parse_options([], world=2)[0].data_streams == 2
+    assert parse_options(["--data-str", "4"], world=2)[0].data_streams == 4
 
 
 def test_recorded_cpu_comparison():

@@ -1,4 +1,4 @@
-"""Data-parallel training (dma_ref.train under torchrun): two gloo processes on the CPU train on
+"""Data-parallel training (dma_ref.lab.train under torchrun): two gloo processes on the CPU train on
 exactly the data one process draws with data_streams=2, and reach the same losses."""
 
 from __future__ import annotations
@@ -15,16 +15,11 @@ import torch
 import torch.multiprocessing as mp
 from test_train import TINY as TRAIN_TINY
 
-from dma_ref.distributed import DistContext
-from dma_ref.train import (
-    STOP_CHECK_EVERY,
-    DataStreams,
-    TrainConfig,
-    main,
-    run_comparison,
-    stream_seed,
-    train,
-)
+from dma_ref.lab.distributed import DistContext
+from dma_ref.lab.train import TrainConfig, run_comparison, train
+from dma_ref.lab.train.__main__ import main
+from dma_ref.lab.train.config import DataStreams, stream_seed
+from dma_ref.lab.train.loop import STOP_CHECK_EVERY
 
 # test_train.py's TINY, with a short window curriculum so that it runs under DDP too.
 TINY = {**TRAIN_TINY, "eval_every": 3, "window_hold": 2, "window_anneal": 2, "steps": 6, "lr": 3e-3}
@@ -190,7 +185,7 @@ def test_nvlink_multicast_is_forced_off(monkeypatch):
     (on shared multi-GPU hosts it can take every GPU of the host out of service)."""
     import torch.distributed as dist
 
-    from dma_ref import distributed
+    from dma_ref.lab import distributed
     for name in distributed.MULTICAST_OFF:            # restored after the test
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("NCCL_NVLS_ENABLE", "1")

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..numerics import cdiv
+
 IGNORE = -100
 # Token roles, one int8 per position (the explorer colours tokens by role).
 ROLE_KEY, ROLE_VALUE, ROLE_QUERY, ROLE_FILLER = 0, 1, 2, 3
@@ -97,7 +99,7 @@ def mqar(batch_size: int, seq_len: int, num_pairs: int, vocab_size: int, *,
     inputs[:, 0:2 * P:2], inputs[:, 1:2 * P:2] = keys, values
     roles[:, 0:2 * P:2], roles[:, 1:2 * P:2] = ROLE_KEY, ROLE_VALUE
     # Which pair each query asks for: a random permutation, cycled if n_q > P.
-    which = torch.argsort(torch.rand(B, P, generator=g), dim=-1).repeat(1, -(-n_q // P))[:, :n_q]
+    which = torch.argsort(torch.rand(B, P, generator=g), dim=-1).repeat(1, cdiv(n_q, P))[:, :n_q]
     # Where the queries go: n_q distinct positions in [start, N).
     pos = torch.argsort(torch.rand(B, N - start, generator=g), dim=-1)[:, :n_q] + start
     rows = torch.arange(B)[:, None]

@@ -1,6 +1,6 @@
-"""Data-parallel plumbing for ``dma_ref.train``: one process per GPU (or CPU worker) of one host.
+"""Data-parallel plumbing for ``dma_ref.lab.train``: one process per GPU (or CPU worker) of one host.
 
-    torchrun --nproc_per_node=2 -m dma_ref.train --compare --preset gpu --device cuda ...
+    torchrun --nproc_per_node=2 -m dma_ref.lab.train --compare --preset gpu --device cuda ...
 
 ``torchrun`` starts the processes and sets ``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``,
 ``MASTER_ADDR`` and ``MASTER_PORT`` in each; :func:`init_distributed` reads them. With

@@ -1,0 +1,1 @@
+"""The experiments built on the package: recall tasks, training runs and benchmarks."""
