@@ -14,8 +14,8 @@ from .dense import dense_attention
 from .device import describe_environment, setup_device
 from .lifetimes import key_lifetimes
 from .mask import dma_mask
-from .module import DMAAttention
 from .naive import naive_dma_attention
+from .nn import DMAAttention
 from .scores import dma_scores
 
 __all__ = [

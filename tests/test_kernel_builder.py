@@ -28,8 +28,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dma_ref import dma_mask, key_lifetimes
-from dma_ref.mask import key_order, key_ranks
 from dma_ref.lifetimes import mask_from_lifetimes
+from dma_ref.mask import key_order, key_ranks
 from dma_ref.tiling import block_positions
 
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from dma_ref import dense_attention, dma_mask
+from dma_ref.lab.tasks import mqar
 from dma_ref.mask import sliding_window_mask
-from dma_ref.model import ModelConfig, TinyLM, load_checkpoint, save_checkpoint
+from dma_ref.nn import ModelConfig, TinyLM, load_checkpoint, save_checkpoint
 from dma_ref.paths import REPO_ROOT
-from dma_ref.tasks import mqar
 
 CHECKPOINT = REPO_ROOT / "dma_ref" / "data" / "mqar_dma.pt"
 

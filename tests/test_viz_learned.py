@@ -11,8 +11,8 @@ import torch
 
 from dma_ref import dma_mask, key_lifetimes
 from dma_ref.check import nb09
-from dma_ref.model import ModelConfig, TinyLM
-from dma_ref.tasks import ROLE_QUERY, ROLE_VALUE, mqar
+from dma_ref.lab.tasks import ROLE_QUERY, ROLE_VALUE, mqar
+from dma_ref.nn import ModelConfig, TinyLM
 from dma_ref.viz import learned
 
 

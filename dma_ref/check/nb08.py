@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 import torch
 
+from ..lab.tasks import IGNORE
 from ..mask import sliding_window_mask
-from ..tasks import IGNORE
 from ._core import Result, run_checks
 
 

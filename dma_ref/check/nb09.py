@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 import torch
 
+from ..lab.tasks import ROLE_QUERY, ROLE_VALUE
 from ..lifetimes import key_lifetimes
-from ..tasks import ROLE_QUERY, ROLE_VALUE
 from ._core import Result, run_checks
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..dense import causal_mask
-from .masks import _draw_mask
+from .masks import draw_mask
 
 
 def top_left_causal_mask(Q: int, K: int) -> torch.Tensor:
@@ -24,9 +24,9 @@ def plot_causal_alignment(Q: int, K: int):
     tokens of a length-K sequence (chunked prefill, or decoding with a KV cache).
     """
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.2 + 0.15 * Q))
-    _draw_mask(axes[0], top_left_causal_mask(Q, K),
+    draw_mask(axes[0], top_left_causal_mask(Q, K),
                f"top-left: row i keeps j <= i  (wrong for Q={Q} < K={K})")
-    _draw_mask(axes[1], causal_mask(Q, K),
+    draw_mask(axes[1], causal_mask(Q, K),
                "bottom-right: row i keeps j <= K - Q + i  (right)")
     for ax in axes:
         ax.set_ylabel("query position p_i = K - Q + i")

@@ -5,7 +5,7 @@ Pure functions compute what is drawn (``layer_view``, ``query_view``, ``head_sta
 ``plot_*`` functions draw it; ``learned_mask_widget`` is a thin ipywidgets factory returning
 ``(widget, state)`` so that tests can set every control and read the result.
 
-Colours follow the token roles of ``dma_ref.tasks``: pair keys and values (the tokens a query
+Colours follow the token roles of ``dma_ref.lab.tasks``: pair keys and values (the tokens a query
 must find), queries, fillers.
 """
 
@@ -18,10 +18,9 @@ import numpy as np
 import torch
 
 from ..dense import expand_kv
-from ..lifetimes import key_lifetimes
-from ..mask import dma_mask, sliding_window_lifetimes, sliding_window_mask
-from ..tasks import ROLE_FILLER, ROLE_KEY, ROLE_NAMES, ROLE_QUERY, ROLE_VALUE, TaskBatch
-from .masks import _draw_mask, bind_controls
+from ..lab.tasks import ROLE_FILLER, ROLE_KEY, ROLE_NAMES, ROLE_QUERY, ROLE_VALUE, TaskBatch
+from ..nn import kinds
+from .masks import bind_controls, draw_mask
 
 ROLE_COLORS = {ROLE_KEY: "tab:blue", ROLE_VALUE: "tab:green", ROLE_QUERY: "tab:red",
                ROLE_FILLER: "lightgray"}
@@ -32,15 +31,6 @@ KINDS = ("local", "global", "range")
 # Pure data
 # ----------------------------------------------------------------------------------------------
 
-def window_mask(attn: str, s: torch.Tensor, window: int) -> torch.Tensor:
-    """bool ``[B, H, N, N]``: the keys each query keeps in an ``attn`` model ("mha", "swa",
-    "dma") with window w, for scores ``s [B, H, N]`` (ignored unless DMA)."""
-    B, H, N = s.shape
-    if attn == "dma":
-        return dma_mask(s, window)
-    return sliding_window_mask(N, window if attn == "swa" else N, s.device).expand(B, H, N, N)
-
-
 def layer_view(layer: dict, attn: str, head: int, window: int, sample: int = 0) -> dict[str, torch.Tensor]:
     """One query head of one layer of ``model.attention_maps``, with the mask recomputed for
     window w (the trained window, or any other to ask "what if").
@@ -50,20 +40,16 @@ def layer_view(layer: dict, attn: str, head: int, window: int, sample: int = 0) 
     ``q k / sqrt(D) + s``), ``lifetimes [N]`` (``e_j``: kept by positions ``j <= p < e_j``).
     """
     q, k, s = layer["q"], layer["k"], layer["s"]
-    Hq, Hkv, N, D = q.shape[1], k.shape[1], q.shape[2], q.shape[3]
+    Hq, Hkv = q.shape[1], k.shape[1]
     if not 0 <= head < Hq:
         raise ValueError(f"head must be in [0, {Hq}), got {head}")
     g = head // (Hq // Hkv)                                          # KV head of this query head
     s_h = s[sample:sample + 1, g:g + 1].float().cpu()                # [1, 1, N]
-    mask = window_mask(attn, s_h, window)[0, 0]                      # [N, N]
-    logits = (q[sample, head].float().cpu() @ k[sample, g].float().cpu().T) * D ** -0.5
-    logits = logits + (s_h[0, 0] if attn == "dma" else 0.0)
-    probs = torch.softmax(logits.masked_fill(~mask, float("-inf")), dim=-1)
-    if attn == "dma":
-        e = key_lifetimes(s_h, window)[0, 0]
-    else:
-        e = sliding_window_lifetimes(N, window if attn == "swa" else N)
-    return {"scores": s_h[0, 0], "mask": mask, "probs": probs, "lifetimes": e}
+    q_h = q[sample:sample + 1, head:head + 1].float().cpu()          # [1, 1, N, D]
+    k_h = k[sample:sample + 1, g:g + 1].float().cpu()
+    return {"scores": s_h[0, 0], "mask": kinds.kept(attn, s_h, window)[0, 0],
+            "probs": kinds.probs(attn, q_h, k_h, s_h, window)[0, 0],
+            "lifetimes": kinds.lifetimes(attn, s_h, window)[0, 0]}
 
 
 def query_view(view: dict[str, torch.Tensor], roles: torch.Tensor, query: int) -> dict[str, Any]:
@@ -108,15 +94,12 @@ def head_statistics(maps: dict, roles: torch.Tensor, attn: str, window: int) -> 
     for li, layer in enumerate(maps["layers"]):
         Hq = layer["q"].shape[1]
         s = layer["s"].float().cpu()
-        mask = expand_kv(window_mask(attn, s, window), Hq)          # [B, Hq, N, N]
+        mask = expand_kv(kinds.kept(attn, s, window), Hq)           # [B, Hq, N, N]
         probs = layer["probs"].float().cpu() if window_mask_matches(layer, attn, window) else None
         if probs is None:                                             # recompute for this window
             probs = torch.stack([torch.stack([layer_view(layer, attn, h, window, b)["probs"]
                                               for h in range(Hq)]) for b in range(B)])
-        if attn == "dma":
-            e = expand_kv(key_lifetimes(s, window), Hq)               # [B, Hq, N]
-        else:
-            e = sliding_window_lifetimes(N, window if attn == "swa" else N).expand(B, Hq, N)
+        e = expand_kv(kinds.lifetimes(attn, s, window), Hq)           # [B, Hq, N]
         is_query = (roles == ROLE_QUERY)[:, None, :, None]            # [B, 1, N, 1] rows
         is_pair = (roles <= ROLE_VALUE)[:, None, None, :]             # [B, 1, 1, N] columns
         for h in range(Hq):
@@ -143,7 +126,7 @@ def head_statistics(maps: dict, roles: torch.Tensor, attn: str, window: int) -> 
 def window_mask_matches(layer: dict, attn: str, window: int) -> bool:
     """True when ``layer["probs"]`` was computed with this window (the model's own mask)."""
     mask = layer["mask"]
-    return bool(torch.equal(mask.cpu(), window_mask(attn, layer["s"].float().cpu(), window)))
+    return bool(torch.equal(mask.cpu(), kinds.kept(attn, layer["s"].float().cpu(), window)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -210,7 +193,7 @@ def plot_query_view(view: dict, row: dict, roles: torch.Tensor, *, title: str = 
     ax_a.set_ylabel(f"attention\nrow p={row['query']}", fontsize=8)
     ax_a.set_ylim(0, 1.02)
     ax_a.tick_params(labelbottom=False, labelsize=7)
-    _draw_mask(ax_m, view["mask"])
+    draw_mask(ax_m, view["mask"])
     e = view["lifetimes"].numpy()
     for j in range(N):
         if e[j] > j:

@@ -95,7 +95,7 @@ def explorer_data(seed: int = 0, N: int = 32, window: int = 6, A_scale: float = 
 # Figures
 # ----------------------------------------------------------------------------------------------
 
-def _draw_mask(ax, mask: torch.Tensor, title: str | None = None) -> None:
+def draw_mask(ax, mask: torch.Tensor, title: str | None = None) -> None:
     """Heatmap of a bool mask ``[Q, K]`` with cell borders, rows = queries, columns = keys."""
     Q, K = mask.shape
     ax.imshow(mask.float().numpy(), cmap=KEEP_CMAP, vmin=0, vmax=1.25, aspect="auto",
@@ -138,7 +138,7 @@ def plot_overview(s: torch.Tensor, window: int):
         if name != "DMA (row mode)":
             for bar in axes[0, col].patches:
                 bar.set_alpha(0.25)        # the scores are ignored by these two masks
-        _draw_mask(axes[1, col], m)
+        draw_mask(axes[1, col], m)
         axes[0, col].set_title(f"{name}  (keeps {int(m.sum())} pairs)", fontsize=10)
     fig.suptitle(f"N = {len(s)}, w = {window}: which keys each query keeps", fontsize=11, y=1.0)
     return fig
@@ -157,7 +157,7 @@ def plot_lifetimes(mask: torch.Tensor, e: torch.Tensor, s: torch.Tensor | None =
         _draw_scores(ax_s, s)
     else:
         fig, ax = plt.subplots(figsize=(6.5, 6))
-    _draw_mask(ax, mask)
+    draw_mask(ax, mask)
     e = e.numpy()
     for j in range(N):
         if e[j] > j:                       # kept by positions j .. e_j - 1
@@ -182,7 +182,7 @@ def plot_explorer(data: dict[str, Any]):
     ax_m = fig.add_subplot(gs[1, 0], sharex=ax_s)
     ax_k = fig.add_subplot(gs[1, 1], sharey=ax_m)
     _draw_scores(ax_s, data["scores"])
-    _draw_mask(ax_m, data["mask"])
+    draw_mask(ax_m, data["mask"])
     e = data["lifetimes"]
     if e is not None:
         for j in range(N):

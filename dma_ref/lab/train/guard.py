@@ -5,7 +5,8 @@ The paper's score form ``s = exp(A * softplus(x))`` overflows float32 (and bfloa
 keeps the key NaN, and one optimizer step later every parameter is NaN. The loop checks the loss
 and the gradient norm after each backward, before the optimizer step, so the parameters are
 still those of the last good step when :class:`TrainingDiverged` is raised. On CUDA that check
-is one host synchronisation per step.
+is one host synchronisation per step. (On the CPU the naive attention already refuses +inf
+scores with a ValueError during the forward; the loop turns that into the same error.)
 """
 
 from __future__ import annotations
@@ -33,22 +34,19 @@ def is_finite(loss: torch.Tensor, grad_norm: torch.Tensor) -> bool:
 
 @torch.no_grad()
 def diagnose(model: TinyLM, inputs: torch.Tensor) -> list[str]:
-    """Why the step on ``inputs`` (int64 ``[B, N]``) went non-finite, layer by layer: DMA scores
-    that overflow (with the largest exponent ``A * softplus(x)``), non-finite projections, then
-    the parameters whose gradients are non-finite. Reruns the forward without gradients."""
-    internals: list[dict] = []
-    was_training = model.training
-    model.eval()
-    try:
-        model(inputs, internals)
-    finally:
-        model.train(was_training)
+    """Why the step on ``inputs`` (int64 ``[B, N]``) went non-finite: the first layer whose DMA
+    scores overflow (with the largest exponent ``A * softplus(x)``) or whose projections are
+    not finite, then the parameters whose gradients are not finite. Empty when nothing is
+    found. Walks the blocks one by one without gradients, stopping at the first bad layer (the
+    attention itself may refuse non-finite scores)."""
     causes = []
-    for i, (block, it) in enumerate(zip(model.blocks, internals)):
+    h = model.embed(inputs)
+    for i, block in enumerate(model.blocks):
         attn = block.attn
         where = f"layer {i} (blocks.{i}.attn)"
-        if hasattr(attn, "delta"):
-            a = score_exponent(it["v"].float(), attn.delta.float(), attn.A.float())
+        q, k, v, s = attn.project(block.norm1(h))
+        if s is not None:
+            a = score_exponent(v.float(), attn.delta.float(), attn.A.float())
             a_max = float(a.max())
             if attn.form == "exp" and a_max > EXP_OVERFLOW:
                 causes.append(
@@ -57,17 +55,19 @@ def diagnose(model: TinyLM, inputs: torch.Tensor) -> list[str]:
                     f"limit), so s = inf and the softmax gives NaN (A = "
                     f"{[round(x, 2) for x in attn.A.tolist()]}); use form='log' (the official "
                     f"code's fix) or a lower dma_lr_mult")
-            elif not torch.isfinite(it["s"]).all():
+            elif not torch.isfinite(s).all():
                 causes.append(f"{where}: non-finite DMA scores s (largest exponent {a_max:.1f})")
-        for name in ("q", "k", "v"):
-            if not torch.isfinite(it[name]).all():
-                causes.append(f"{where}: non-finite {name}")
+        causes += [f"{where}: non-finite {name}" for name, t in (("q", q), ("k", k), ("v", v))
+                   if not torch.isfinite(t).all()]
+        if causes:
+            break
+        h = block(h)
     bad_grads = [n for n, p in model.named_parameters()
                  if p.grad is not None and not torch.isfinite(p.grad).all()]
     if bad_grads:
         causes.append(f"non-finite gradients in {', '.join(bad_grads[:6])}"
                       + (f" and {len(bad_grads) - 6} more" if len(bad_grads) > 6 else ""))
-    return causes or ["non-finite loss or gradient norm, no layer output was non-finite"]
+    return causes
 
 
 def last_good_state(model: TinyLM) -> dict[str, torch.Tensor]:

@@ -27,6 +27,7 @@ from .timing import AttentionTimer
 # is compared on every rank but the decision is all-reduced (max), only every STOP_CHECK_EVERY
 # steps so that it costs no per-step synchronisation.
 STOP_CHECK_EVERY = 10
+NO_CAUSE = "non-finite loss or gradient norm; no layer's scores or projections were"
 
 
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -161,18 +162,25 @@ def train(cfg: TrainConfig, device: torch.device | str = "cpu", *, progress: boo
                 group["lr"] = lr_at(step, cfg) * group["mult"]
             set_window(model, window_at(step, cfg))
             inputs, targets = to_device(data.next(), device)
-            with autocast(device, amp):
-                logits = net(inputs)
-            loss_t = lm_loss(logits, targets)
             opt.zero_grad(set_to_none=True)
-            loss_t.backward()
+            try:
+                with autocast(device, amp):
+                    logits = net(inputs)
+                loss_t = lm_loss(logits, targets)
+                loss_t.backward()
+            except ValueError as err:        # e.g. the naive path refusing +inf scores
+                causes = diagnose(model, inputs)
+                if not causes:
+                    raise
+                raise TrainingDiverged(step, causes, last_good_state(model)) from err
             # After backward the gradients are all-reduced, so the clipped norm is the same on
             # every rank and the ranks stay identical.
             grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
             # Before the update: a NaN step stops here with the last good weights intact (the
             # norm is all-reduced under DDP, so every rank stops at the same step).
             if not is_finite(loss_t, grad_norm):
-                raise TrainingDiverged(step, diagnose(model, inputs), last_good_state(model))
+                causes = diagnose(model, inputs) or [NO_CAUSE]
+                raise TrainingDiverged(step, causes, last_good_state(model))
             opt.step()
             timer.end_step()
             last = step == cfg.steps - 1 or out_of_time(ctx, step, t0, max_seconds)
