@@ -19,6 +19,7 @@ import heapq
 import numpy as np
 import torch
 
+from .dense import query_positions
 from .mask import key_ranks
 from .validate import check_score_values, check_tensor, check_window
 
@@ -62,10 +63,14 @@ def key_lifetimes(s: torch.Tensor, window: int) -> torch.Tensor:
     return torch.as_tensor(e, dtype=torch.int64).reshape(B, Hkv, K).to(s.device)
 
 
-def mask_from_lifetimes(e: torch.Tensor, q_len: int | None = None) -> torch.Tensor:
-    """bool ``[B, Hkv, Q, K]`` from lifetimes ``e [B, Hkv, K]`` (for checks and pictures only)."""
+def mask_from_lifetimes(e: torch.Tensor, q_len: int | None = None, *,
+                        first: int | None = None) -> torch.Tensor:
+    """bool ``[B, Hkv, Q, K]`` from lifetimes ``e [B, Hkv, K]``: ``keep(p, j) = j <= p < e_j`` for
+    the Q query positions ``first .. first + Q - 1`` (default: the last Q, bottom-right aligned;
+    None: Q = K). For checks, pictures and the benchmark's dense baselines (in row chunks)."""
     K = e.shape[-1]
     Q = K if q_len is None else q_len
-    p = torch.arange(K - Q, K, device=e.device)[:, None]
+    p = query_positions(Q, K, e.device) if first is None else torch.arange(first, first + Q, device=e.device)
+    p = p[:, None]
     j = torch.arange(K, device=e.device)[None, :]
     return (j <= p) & (p < e[:, :, None, :])

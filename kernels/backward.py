@@ -21,15 +21,22 @@ The deterministic path (``DETERMINISTIC``) stores each tile's contributions inst
 visited (program, slot) into partial buffers PK, PV ``[rows, D]`` and PS ``[rows]`` fp32: block
 qb of program pid owns the rows ``(pid n_qb + qb) R + [0, R)``, the list slots first (``LIST_W``
 of them: slot c holds the c-th listed key), then ``BLOCK_Q`` diagonal slots (slot ``LIST_W + t``
-holds key ``p0 + t``). ``reduce_partials_kernel`` then sums the rows of each key in a fixed order.
+holds key ``p0 + t``). ``reduce.reduce_partials_kernel`` then sums the rows of each key in a fixed order.
 """
 
 from __future__ import annotations
 
+import torch
 import triton
 import triton.language as tl
 
-from .forward import _block_rows, _list_bounds, _load_rows, _store_rows, _tile_logits
+from dma_ref.numerics import cdiv
+
+from .forward import scores_fp32
+from .launch import KernelConfig, launch, padded_head_dim, precision
+from .plan import KeyPlan
+from .reduce import reduce_partials, slot_keys
+from .tiles import LOG2E, block_rows, list_bounds, load_rows, store_rows, tile_logits
 
 
 @triton.jit
@@ -38,7 +45,7 @@ def _bwd_tile(q, do, dq, lse2, delta, Kp, Vp, Sp, Ep, DK, DV, DS, kv_base, s_bas
               TEST_COLS: tl.constexpr, TEST_CAUSAL: tl.constexpr, TEST_E: tl.constexpr,
               PREC: tl.constexpr, DS_F32: tl.constexpr, DETERMINISTIC: tl.constexpr):
     d = tl.arange(0, HEAD_DP)
-    k, v, koff, x = _tile_logits(q, Kp, Vp, Sp, Ep, kv_base, s_base, j, col_ok, p, qk_scale,
+    k, v, koff, x = tile_logits(q, Kp, Vp, Sp, Ep, kv_base, s_base, j, col_ok, p, qk_scale,
                                  HEAD_D, HEAD_DP, TEST_COLS, TEST_CAUSAL, TEST_E, PREC)
     # Not kept: x = -inf, so P = 2^(x - lse) = 0 (empty rows have lse2 = +inf: P = 0 too).
     pt = tl.exp2(x - lse2[:, None])
@@ -55,8 +62,8 @@ def _bwd_tile(q, do, dq, lse2, delta, Kp, Vp, Sp, Ep, DK, DV, DS, kv_base, s_bas
     dv_t = tl.dot(tl.trans(pt.to(do.dtype)), do, input_precision=PREC)
     if DETERMINISTIC:                 # DK, DV, DS are the partial buffers; slot: their rows
         poff = slot.to(tl.int64) * HEAD_D
-        _store_rows(DV, poff, col_ok, d, dv_t, HEAD_D, HEAD_DP)
-        _store_rows(DK, poff, col_ok, d, dk_t, HEAD_D, HEAD_DP)
+        store_rows(DV, poff, col_ok, d, dv_t, HEAD_D, HEAD_DP)
+        store_rows(DK, poff, col_ok, d, dk_t, HEAD_D, HEAD_DP)
         tl.store(DS + slot, tl.sum(ds, 0), mask=col_ok)
     else:
         koffs = koff[:, None] + d[None, :]
@@ -85,17 +92,17 @@ def dma_bwd_kernel(Qp, Kp, Vp, Sp, Ep, IDX, START, CNT, DOp, LSE, DLSE, O32, DQ,
     SIZE_CLASS is not read: it is part of the autotuning key."""
     qb = tl.program_id(0)
     pid = tl.program_id(1)
-    bh, row_ok, p, hrow, p0, p1 = _block_rows(qb, pid, G, n_q, n_k, BLOCK_Q, GH)
+    bh, row_ok, p, hrow, p0, p1 = block_rows(qb, pid, G, n_q, n_k, BLOCK_Q, GH)
     M: tl.constexpr = GH * BLOCK_Q
     qrow = hrow * HEAD_D
     d = tl.arange(0, HEAD_DP)
-    q = _load_rows(Qp, qrow, row_ok, d, HEAD_D, HEAD_DP, True)
-    do = _load_rows(DOp, qrow, row_ok, d, HEAD_D, HEAD_DP, True)
+    q = load_rows(Qp, qrow, row_ok, d, HEAD_D, HEAD_DP, True)
+    do = load_rows(DOp, qrow, row_ok, d, HEAD_D, HEAD_DP, True)
     lse = tl.load(LSE + hrow, mask=row_ok, other=float("-inf"))
     # Empty rows (lse = -inf): use +inf so that P = 2^(x - inf) = 0 instead of NaN.
-    lse2 = tl.where(lse == float("-inf"), float("inf"), lse * 1.4426950408889634)
+    lse2 = tl.where(lse == float("-inf"), float("inf"), lse * LOG2E)
     # Delta here rather than in torch: no [B, Hq, Q, D] fp32 temporaries, two launches fewer.
-    o32 = _load_rows(O32, qrow, row_ok, d, HEAD_D, HEAD_DP, True)
+    o32 = load_rows(O32, qrow, row_ok, d, HEAD_D, HEAD_DP, True)
     delta = tl.sum(do.to(tl.float32) * o32, 1)
     if HAS_DLSE:
         delta -= tl.load(DLSE + hrow, mask=row_ok, other=0.0)
@@ -105,7 +112,7 @@ def dma_bwd_kernel(Qp, Kp, Vp, Sp, Ep, IDX, START, CNT, DOp, LSE, DLSE, O32, DQ,
     dq = tl.zeros([M, HEAD_DP], tl.float32)
     row0 = (pid.to(tl.int64) * n_qb + qb) * (LIST_W + BLOCK_Q)      # first partial row (DETERMINISTIC)
 
-    lst, n_list = _list_bounds(START, CNT, bh, qb, n_qb, n_k, p0, CAUSAL, DENSE)
+    lst, n_list = list_bounds(START, CNT, bh, qb, n_qb, n_k, p0, CAUSAL, DENSE)
     if DENSE:
         n_full = (n_list // BLOCK_N) * BLOCK_N
         for c in range(0, n_full, BLOCK_N):
@@ -132,32 +139,45 @@ def dma_bwd_kernel(Qp, Kp, Vp, Sp, Ep, IDX, START, CNT, DOp, LSE, DLSE, O32, DQ,
             dq = _bwd_tile(q, do, dq, lse2, delta, Kp, Vp, Sp, Ep, DK, DV, DS, kv_base, s_base, j,
                            j <= p1, p, qk_scale, scale, row0 + LIST_W + (j - p0), HEAD_D, HEAD_DP,
                            True, True, USE_E, PREC, DS_F32, DETERMINISTIC)
-    _store_rows(DQ, qrow, row_ok, d, (dq * scale).to(DQ.dtype.element_ty), HEAD_D, HEAD_DP)
+    store_rows(DQ, qrow, row_ok, d, (dq * scale).to(DQ.dtype.element_ty), HEAD_D, HEAD_DP)
 
 
-@triton.jit
-def reduce_partials_kernel(PK, PV, PS, ROWS, OFF, CNT, DK, DV, DS, HEAD_D: tl.constexpr,
-                           HEAD_DP: tl.constexpr):
-    """One program per key (``B*Hkv*K`` programs): sum its partial rows, in the order of ROWS.
+# ------------------------------------------------------------------------------ host launcher
 
-    ROWS int64: the partial rows sorted by key (each key's rows ascending); OFF, CNT int64
-    ``[B*Hkv*K]``: where each key's rows start and how many; DK, DV fp32 ``[B*Hkv*K, D]`` and DS
-    fp32 ``[B*Hkv*K]`` out (D = HEAD_D, padded to HEAD_DP lanes). A fixed order of additions: the
-    same bits on every run.
-    """
-    key = tl.program_id(0).to(tl.int64)
-    d = tl.arange(0, HEAD_DP)
-    dm = d < HEAD_D
-    off = tl.load(OFF + key)
-    n = tl.load(CNT + key)
-    dk = tl.zeros([HEAD_DP], tl.float32)
-    dv = tl.zeros([HEAD_DP], tl.float32)
-    ds = 0.0
-    for t in range(n):
-        row = tl.load(ROWS + off + t)
-        dk += tl.load(PK + row * HEAD_D + d, mask=dm, other=0.0)
-        dv += tl.load(PV + row * HEAD_D + d, mask=dm, other=0.0)
-        ds += tl.load(PS + row)
-    tl.store(DK + key * HEAD_D + d, dk, mask=dm)
-    tl.store(DV + key * HEAD_D + d, dv, mask=dm)
-    tl.store(DS + key, ds)
+def dma_backward(do, q, k, v, s, o, lse, plan: KeyPlan, scale: float, cfg: KernelConfig,
+                 GH: int, deterministic: bool = False, dlse: torch.Tensor | None = None):
+    """Launch the backward. Returns ``(dq, dk32, dv32, ds32)``; dk, dv, ds in fp32.
+
+    o: the forward output in fp32 (``dma_forward(..., keep_fp32=True)``) for an accurate Delta
+    (computed inside the kernel).
+    ``deterministic``: partial buffers and a fixed-order reduction instead of atomic adds
+    (sparse plans only; see backward.py; its head packing is not tuned, the partial rows
+    depend on it). ``dlse``: the gradient of lse ``[B, Hq, Q]``, if any."""
+    B, Hq, Q, D = q.shape
+    Hkv, K = k.shape[1], k.shape[2]
+    G = Hq // Hkv
+    n_hg = cdiv(G, GH)
+    s = scores_fp32(s)
+    dq = torch.empty_like(q)
+    dk = torch.zeros(B, Hkv, K, D, dtype=torch.float32, device=q.device)
+    dv = torch.zeros_like(dk)
+    ds = torch.zeros(B, Hkv, K, dtype=torch.float32, device=q.device)
+    list_w, key_map = 0, None
+    if deterministic:
+        list_w, key_map = slot_keys(plan, B * Hkv, Q, K)            # [BH, nQB, R]
+        rows = B * Hkv * n_hg * plan.n_qb * (list_w + plan.block_q)
+        pk = torch.empty(rows, D, dtype=torch.float32, device=q.device)
+        pv, ps = torch.empty_like(pk), torch.empty(rows, dtype=torch.float32, device=q.device)
+    consts = {"BLOCK_Q": plan.block_q, "HEAD_D": D, "HEAD_DP": padded_head_dim(D), "CAUSAL": plan.causal,
+              "DENSE": plan.dense, "USE_E": plan.use_e, "PREC": precision(q.dtype),
+              "DS_F32": q.dtype == torch.float16, "DETERMINISTIC": deterministic,
+              "HAS_DLSE": dlse is not None}
+    args = (q, k, v, s, plan.e, plan.idx, plan.start, plan.count, do, lse,
+            lse if dlse is None else dlse, o, dq,
+            *((pk, pv, ps) if deterministic else (dk, dv, ds)),
+            Q, K, G, plan.n_qb, scale * LOG2E.value, scale, list_w, plan.n_qb.bit_length())
+    launch(dma_bwd_kernel, "bwd", cfg, GH, plan.n_qb, B * Hkv, G, args, consts,
+            tune=not deterministic)
+    if deterministic:
+        reduce_partials(pk, pv, ps, key_map, n_hg, K, dk, dv, ds)
+    return dq, dk, dv, ds

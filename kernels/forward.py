@@ -26,82 +26,20 @@ No Q x K tensor exists; the work is O(rows x (|list| + BLOCK_Q)).
 
 from __future__ import annotations
 
+import torch
 import triton
 import triton.language as tl
 
-LOG2E = 1.4426950408889634
-LN2 = 0.6931471805599453
-
-
-@triton.jit
-def _load_rows(ptr, row_off, ok, d, HEAD_D: tl.constexpr, HEAD_DP: tl.constexpr,
-               MASKED: tl.constexpr):
-    """``ptr[row_off[r] + d]`` as an ``[R, HEAD_DP]`` tile; rows with ``ok = False`` (when
-    ``MASKED``) and the padded columns ``d >= HEAD_D`` read as zeros."""
-    offs = row_off[:, None] + d[None, :]
-    if HEAD_DP == HEAD_D:
-        if MASKED:
-            x = tl.load(ptr + offs, mask=ok[:, None], other=0.0)
-        else:
-            x = tl.load(ptr + offs)
-    else:
-        if MASKED:
-            x = tl.load(ptr + offs, mask=ok[:, None] & (d < HEAD_D)[None, :], other=0.0)
-        else:
-            x = tl.load(ptr + offs, mask=(d < HEAD_D)[None, :], other=0.0)
-    return x
-
-
-@triton.jit
-def _store_rows(ptr, row_off, ok, d, x, HEAD_D: tl.constexpr, HEAD_DP: tl.constexpr):
-    offs = row_off[:, None] + d[None, :]
-    if HEAD_DP == HEAD_D:
-        tl.store(ptr + offs, x, mask=ok[:, None])
-    else:
-        tl.store(ptr + offs, x, mask=ok[:, None] & (d < HEAD_D)[None, :])
-
-
-@triton.jit
-def _keep(x, j, col_ok, p, Ep, e_base, TEST_COLS: tl.constexpr, TEST_CAUSAL: tl.constexpr,
-          TEST_E: tl.constexpr):
-    """``x`` with the pairs that are not kept set to -inf: only the tests a tile needs."""
-    if TEST_COLS or TEST_CAUSAL or TEST_E:
-        keep = tl.full(x.shape, 1, tl.int1)
-        if TEST_COLS:
-            keep = keep & col_ok[None, :]
-        if TEST_CAUSAL:
-            keep = keep & (j[None, :] <= p[:, None])
-        if TEST_E:
-            ej = tl.load(Ep + e_base + j, mask=col_ok, other=0)
-            keep = keep & (p[:, None] < ej[None, :])
-        x = tl.where(keep, x, float("-inf"))
-    return x
-
-
-@triton.jit
-def _tile_logits(q, Kp, Vp, Sp, Ep, kv_base, s_base, j, col_ok, p, qk_scale,
-                 HEAD_D: tl.constexpr, HEAD_DP: tl.constexpr, TEST_COLS: tl.constexpr,
-                 TEST_CAUSAL: tl.constexpr, TEST_E: tl.constexpr, PREC: tl.constexpr):
-    """The K and V rows of keys ``j`` and the logits ``x = log2(e) (scale q.k + s_j)`` of the
-    tile, -inf where the pair is not kept (shared by the forward and the backward)."""
-    d = tl.arange(0, HEAD_DP)
-    koff = kv_base + j.to(tl.int64) * HEAD_D
-    k = _load_rows(Kp, koff, col_ok, d, HEAD_D, HEAD_DP, TEST_COLS)
-    v = _load_rows(Vp, koff, col_ok, d, HEAD_D, HEAD_DP, TEST_COLS)
-    if TEST_COLS:
-        sj = tl.load(Sp + s_base + j, mask=col_ok, other=0.0).to(tl.float32)
-    else:
-        sj = tl.load(Sp + s_base + j).to(tl.float32)
-    x = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale + (sj * 1.4426950408889634)[None, :]
-    x = _keep(x, j, col_ok, p, Ep, s_base, TEST_COLS, TEST_CAUSAL, TEST_E)
-    return k, v, koff, x
+from .launch import KernelConfig, launch, padded_head_dim, precision
+from .plan import KeyPlan
+from .tiles import LN2, LOG2E, block_rows, list_bounds, load_rows, store_rows, tile_logits
 
 
 @triton.jit
 def _fwd_tile(q, acc, m_i, l_i, Kp, Vp, Sp, Ep, kv_base, s_base, j, col_ok, p, qk_scale,
               HEAD_D: tl.constexpr, HEAD_DP: tl.constexpr, TEST_COLS: tl.constexpr,
               TEST_CAUSAL: tl.constexpr, TEST_E: tl.constexpr, PREC: tl.constexpr):
-    _k, v, _koff, x = _tile_logits(q, Kp, Vp, Sp, Ep, kv_base, s_base, j, col_ok, p, qk_scale,
+    _k, v, _koff, x = tile_logits(q, Kp, Vp, Sp, Ep, kv_base, s_base, j, col_ok, p, qk_scale,
                                    HEAD_D, HEAD_DP, TEST_COLS, TEST_CAUSAL, TEST_E, PREC)
     m_new = tl.maximum(m_i, tl.max(x, 1))
     m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)      # no -inf - -inf
@@ -110,44 +48,6 @@ def _fwd_tile(q, acc, m_i, l_i, Kp, Vp, Sp, Ep, kv_base, s_base, j, col_ok, p, q
     l_i = l_i * alpha + tl.sum(pt, 1)
     acc = acc * alpha[:, None] + tl.dot(pt.to(v.dtype), v, input_precision=PREC)
     return acc, m_new, l_i
-
-
-@triton.jit
-def _block_rows(qb, pid, G, n_q, n_k, BLOCK_Q: tl.constexpr, GH: tl.constexpr):
-    """The packed rows of program ``(qb, pid)``, shared by the forward and the backward.
-
-    Row r is query row ``i = qb BLOCK_Q + r % BLOCK_Q`` of query head ``g = hg GH + r // BLOCK_Q``.
-    Returns ``bh`` (KV head), per row ``row_ok``, ``p`` (position) and ``hrow`` (row of the
-    ``[B*Hq, Q]`` layout), and the block's first and last positions ``p0, p1``.
-    """
-    n_hg = tl.cdiv(G, GH)                           # head groups per KV head
-    bh = (pid // n_hg).to(tl.int64)                 # int64: bh * K may pass 2^31 (many heads)
-    hg = pid % n_hg
-    rows = tl.arange(0, GH * BLOCK_Q)
-    g = hg * GH + rows // BLOCK_Q
-    i = qb * BLOCK_Q + rows % BLOCK_Q
-    row_ok = (g < G) & (i < n_q)
-    p = n_k - n_q + i
-    hrow = (bh * G + g).to(tl.int64) * n_q + i
-    p0 = n_k - n_q + qb * BLOCK_Q
-    p1 = n_k - n_q + tl.minimum(qb * BLOCK_Q + BLOCK_Q, n_q) - 1
-    return bh, row_ok, p, hrow, p0, p1
-
-
-@triton.jit
-def _list_bounds(START, CNT, bh, qb, n_qb, n_k, p0, CAUSAL: tl.constexpr, DENSE: tl.constexpr):
-    """``(start, length)`` of the block's off-diagonal keys: its gathered list, or the keys
-    ``[0, p0)`` (causal) / ``[0, K)`` (not) read contiguously when dense."""
-    if DENSE:
-        lst = 0
-        if CAUSAL:
-            n_list = p0
-        else:
-            n_list = n_k
-    else:
-        lst = tl.load(START + bh * n_qb + qb)
-        n_list = tl.load(CNT + bh * n_qb + qb)
-    return lst, n_list
 
 
 @triton.jit(do_not_specialize=["SIZE_CLASS"])
@@ -166,11 +66,11 @@ def dma_fwd_kernel(Qp, Kp, Vp, Sp, Ep, IDX, START, CNT, Op, O32, LSE,
     ``hg*GH .. hg*GH+GH-1``.
     SIZE_CLASS is not read: it is part of the autotuning key (log2 of the query-block count)."""
     qb = tl.program_id(0)
-    bh, row_ok, p, hrow, p0, p1 = _block_rows(qb, tl.program_id(1), G, n_q, n_k, BLOCK_Q, GH)
+    bh, row_ok, p, hrow, p0, p1 = block_rows(qb, tl.program_id(1), G, n_q, n_k, BLOCK_Q, GH)
     M: tl.constexpr = GH * BLOCK_Q
     qrow = hrow * HEAD_D
     d = tl.arange(0, HEAD_DP)
-    q = _load_rows(Qp, qrow, row_ok, d, HEAD_D, HEAD_DP, True)
+    q = load_rows(Qp, qrow, row_ok, d, HEAD_D, HEAD_DP, True)
     kv_base = bh * n_k * HEAD_D
     s_base = bh * n_k
 
@@ -179,7 +79,7 @@ def dma_fwd_kernel(Qp, Kp, Vp, Sp, Ep, IDX, START, CNT, Op, O32, LSE,
     acc = tl.zeros([M, HEAD_DP], tl.float32)
 
     # 1. Off-diagonal keys: a gathered list, or [0, p0) (causal) / [0, K) (not) when dense.
-    lst, n_list = _list_bounds(START, CNT, bh, qb, n_qb, n_k, p0, CAUSAL, DENSE)
+    lst, n_list = list_bounds(START, CNT, bh, qb, n_qb, n_k, p0, CAUSAL, DENSE)
     if DENSE:
         # Contiguous keys: full tiles need no column test (nor any test when w >= K), the
         # partial last tile does.
@@ -211,8 +111,37 @@ def dma_fwd_kernel(Qp, Kp, Vp, Sp, Ep, IDX, START, CNT, Op, O32, LSE,
     empty = l_i == 0.0
     l_safe = tl.where(empty, 1.0, l_i)
     o = acc / l_safe[:, None]
-    lse = tl.where(empty, float("-inf"), (m_i + tl.log2(l_safe)) * 0.6931471805599453)
-    _store_rows(Op, qrow, row_ok, d, o.to(Op.dtype.element_ty), HEAD_D, HEAD_DP)
+    lse = tl.where(empty, float("-inf"), (m_i + tl.log2(l_safe)) * LN2)
+    store_rows(Op, qrow, row_ok, d, o.to(Op.dtype.element_ty), HEAD_D, HEAD_DP)
     if STORE_O32:
-        _store_rows(O32, qrow, row_ok, d, o, HEAD_D, HEAD_DP)
+        store_rows(O32, qrow, row_ok, d, o, HEAD_D, HEAD_DP)
     tl.store(LSE + hrow, lse, mask=row_ok)
+
+# ------------------------------------------------------------------------------ host launcher
+
+def scores_fp32(s: torch.Tensor) -> torch.Tensor:
+    """s in fp32 for the kernels: gathered 2-byte loads of bf16 scores made the forward 40%
+    slower on the H200 (figures/bench/PERF_NOTES.md); the copy is K floats per head."""
+    return s if s.dtype == torch.float32 else s.float()
+
+
+def dma_forward(q, k, v, s, plan: KeyPlan, scale: float, cfg: KernelConfig, GH: int,
+                keep_fp32: bool = False):
+    """Launch the forward (s ``[B, Hkv, K]`` contiguous, any float dtype). Returns ``(o [B, Hq, Q, D] in q's dtype, lse [B, Hq, Q] fp32, o32)``;
+    ``o32`` is o in fp32 when ``keep_fp32`` and q is not fp32 (for the backward's Delta), else o.
+    GH: query heads packed per program (at most; the autotuner may halve it)."""
+    s = scores_fp32(s)
+    B, Hq, Q, D = q.shape
+    Hkv, K = k.shape[1], k.shape[2]
+    G = Hq // Hkv
+    o = torch.empty_like(q)
+    store32 = keep_fp32 and q.dtype != torch.float32
+    o32 = torch.empty(q.shape, dtype=torch.float32, device=q.device) if store32 else o
+    lse = torch.empty(B, Hq, Q, dtype=torch.float32, device=q.device)
+    consts = {"BLOCK_Q": plan.block_q, "HEAD_D": D, "HEAD_DP": padded_head_dim(D), "CAUSAL": plan.causal,
+              "DENSE": plan.dense, "USE_E": plan.use_e, "PREC": precision(q.dtype),
+              "STORE_O32": store32}
+    args = (q, k, v, s, plan.e, plan.idx, plan.start, plan.count, o, o32, lse,
+            Q, K, G, plan.n_qb, scale * LOG2E.value, plan.n_qb.bit_length())
+    launch(dma_fwd_kernel, "fwd", cfg, GH, plan.n_qb, B * Hkv, G, args, consts)
+    return o, lse, o32

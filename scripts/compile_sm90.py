@@ -2,7 +2,7 @@
 
     python scripts/compile_sm90.py [--d 128 64] [--dtype bf16] [--jobs 2]
 
-For every autotuning candidate of ``FWD_TUNING`` / ``BWD_TUNING`` (kernels/autograd.py) and
+For every autotuning candidate of ``FWD_TUNING`` / ``BWD_TUNING`` (kernels/launch.py) and
 every kernel variant the benchmark meets (sparse lists with the ``e`` test; dense ``w >= K``),
 compiles ``dma_fwd_kernel`` / ``dma_bwd_kernel`` with Triton's own compiler for
 ``GPUTarget("cuda", 90, 32)`` and prints per variant: shared memory, registers and spill
@@ -27,9 +27,9 @@ ROWS, GH = 128, 4          # the benchmark's packing: Hq / Hkv = 4, BLOCK_Q = 32
 
 def compile_one(kind: str, D: int, dtype: str, variant: str, cfg: tuple[int, ...]):
     import triton
-    from dma_ref.kernels.autograd import _padded
     from dma_ref.kernels.backward import dma_bwd_kernel
     from dma_ref.kernels.forward import dma_fwd_kernel
+    from dma_ref.kernels.launch import padded_head_dim
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
@@ -41,7 +41,7 @@ def compile_one(kind: str, D: int, dtype: str, variant: str, cfg: tuple[int, ...
             "START": "*i64", "CNT": "*i32", "Op": elt, "O32": "*fp32", "LSE": "*fp32",
             "DOp": elt, "DLSE": "*fp32", "DQ": elt, "DK": "*fp32", "DV": "*fp32", "DS": "*fp32"}
     consts = {"BLOCK_Q": ROWS // GH, "GH": gh, "BLOCK_N": block_n, "HEAD_D": D,
-              "HEAD_DP": _padded(D), "CAUSAL": True, "DENSE": variant == "dense",
+              "HEAD_DP": padded_head_dim(D), "CAUSAL": True, "DENSE": variant == "dense",
               "USE_E": variant == "sparse", "PREC": "ieee" if dtype == "fp32" else "tf32"}
     if kind == "fwd":
         consts["STORE_O32"] = True
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32"])
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     args = p.parse_args(argv)
-    from dma_ref.kernels.autograd import BWD_TUNING, FWD_TUNING
+    from dma_ref.kernels.launch import BWD_TUNING, FWD_TUNING
 
     jobs = [(kind, D, args.dtype, variant, cfg)
             for D in args.d for variant in ("sparse", "dense")

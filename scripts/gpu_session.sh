@@ -3,7 +3,7 @@
 #   bash scripts/gpu_session.sh            tests (TESTS_S), builder profile, bench (BENCH_S)
 #   STEPS="graphs bench" bash scripts/gpu_session.sh  only some steps: tests (= graphs builder
 #                                                   kernels), profile, probe, sweep, host, bench
-#   BENCH_ARGS="--n 16384 --window 1024 --d 128"   extra arguments for python -m dma_ref.bench
+#   BENCH_ARGS="--n 16384 --window 1024 --d 128"   extra arguments for python -m dma_ref.lab.bench
 # The package is staged as /tmp/pkg/dma_ref (with kernels/ as dma_ref/kernels, as the editable
 # install maps it) and every step runs from /tmp, so the checkout's dma_ref/ cannot shadow it.
 # The benchmark resumes from figures/bench/anchors_2026-11-28.json (the slow O(N^2) anchors of
@@ -61,7 +61,7 @@ fi
 if has bench; then
   since "benchmark"
   cp "$REPO/${RESUME:-figures/bench/anchors_2026-11-28.json}" "$OUT/h200.json"
-  timeout "${BENCH_S:-420}" python3 -m dma_ref.bench --methods ${BENCH_METHODS:-dma_triton sdpa_cudnn sdpa_flash} \
+  timeout "${BENCH_S:-420}" python3 -m dma_ref.lab.bench --methods ${BENCH_METHODS:-dma_triton sdpa_cudnn sdpa_flash} \
     --resume "$OUT/h200.json" \
     --out "$OUT/h200.json" --budget-s "${BUDGET_S:-380}" ${BENCH_ARGS:-} > "$OUT/bench.log" 2>&1
   tail -40 "$OUT/bench.log"

@@ -16,25 +16,29 @@ Times, replayed from CUDA graphs (ms, median of triton.testing.do_bench):
   reduction indexes with a boolean mask: not capturable in a graph).
 
 The variants are source copies of ``backward.py`` with the three ``tl.atomic_add`` lines
-replaced, written next to it in the installed package and imported from there; nothing in the
-package changes. ``bwd_atomic - bwd_no_write`` bounds what the atomics cost.
+replaced, written to a temporary folder (alive while the script runs: Triton reads a kernel's
+source when it compiles it) and imported from there as modules of ``dma_ref.kernels``; nothing
+is written into the package. ``bwd_atomic - bwd_no_write`` bounds what the atomics cost.
 """
 
-import importlib
+import importlib.util
 import sys
+import tempfile
 from pathlib import Path
 
-import dma_ref.kernels.autograd as ag
 import dma_ref.kernels.backward as bw
 import torch
 from dma_ref.kernels import build_plan
+from dma_ref.kernels.forward import dma_forward
+from dma_ref.kernels.launch import KernelConfig, tile_shape
+from dma_ref.lab.bench.timing import graphed
 from triton.testing import do_bench
 
-from dma_ref.bench import graphed
+VARIANTS = tempfile.TemporaryDirectory(prefix="dma_probe_bwd_")
 
 W, D, SCALE = 1024, 128, 128 ** -0.5
-FWD = ag.KernelConfig(rows=128, block_n=32, num_warps=4, num_stages=3)
-BWD = ag.KernelConfig(rows=128, block_n=64, num_warps=8, num_stages=1)
+FWD = KernelConfig(rows=128, block_n=32, num_warps=4, num_stages=3)
+BWD = KernelConfig(rows=128, block_n=64, num_warps=8, num_stages=1)
 ATOMICS = ('tl.atomic_add(DV + koffs, dv_t, mask=kmask, sem="relaxed")',
            'tl.atomic_add(DK + koffs, dk_t, mask=kmask, sem="relaxed")',
            'tl.atomic_add(DS + s_base + j, tl.sum(ds, 0), mask=col_ok, sem="relaxed")')
@@ -52,9 +56,14 @@ def variant(name: str):
     for old, new in zip(ATOMICS, STORES[name]):
         assert src.count(old) == 1, old
         src = src.replace(old, new)
-    path = Path(bw.__file__).with_name(f"_probe_bwd_{name}.py")
+    path = Path(VARIANTS.name) / f"probe_bwd_{name}.py"
     path.write_text(src)
-    return importlib.import_module(f"dma_ref.kernels._probe_bwd_{name}").dma_bwd_kernel
+    # A module of dma_ref.kernels by name, so that backward.py's relative imports resolve.
+    spec = importlib.util.spec_from_file_location(f"dma_ref.kernels.probe_bwd_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module.dma_bwd_kernel
 
 
 def probe(n: int) -> dict[str, float]:
@@ -62,23 +71,23 @@ def probe(n: int) -> dict[str, float]:
     k, v = (torch.randn(1, 2, n, D, device="cuda", dtype=torch.bfloat16) for _ in range(2))
     s = torch.randn(1, 2, n, device="cuda")
     do = torch.randn_like(q)
-    GH, bq = ag._shape(FWD, 4, n)
+    GH, bq = tile_shape(FWD, 4, n)
     plan = build_plan(s, W, n, block_q=bq)
-    _o, lse, o32 = ag.dma_forward(q, k, v, s, plan, SCALE, FWD, GH, True)[:3]
-    out = {"fwd": do_bench(graphed(lambda: ag.dma_forward(q, k, v, s, plan, SCALE, FWD, GH, True)))}
+    _o, lse, o32 = dma_forward(q, k, v, s, plan, SCALE, FWD, GH, True)[:3]
+    out = {"fwd": do_bench(graphed(lambda: dma_forward(q, k, v, s, plan, SCALE, FWD, GH, True)))}
 
     def bwd(deterministic: bool = False):
-        return lambda: ag.dma_backward(do, q, k, v, s, o32, lse, plan, SCALE, BWD, GH,
+        return lambda: bw.dma_backward(do, q, k, v, s, o32, lse, plan, SCALE, BWD, GH,
                                        deterministic, None)
 
-    shipped = ag.dma_bwd_kernel
+    shipped = bw.dma_bwd_kernel
     out["bwd_atomic"] = do_bench(graphed(bwd()))
     for name in STORES:
-        ag.dma_bwd_kernel = variant(name)
+        bw.dma_bwd_kernel = variant(name)
         try:
             out[f"bwd_{name}"] = do_bench(graphed(bwd()))
         finally:
-            ag.dma_bwd_kernel = shipped
+            bw.dma_bwd_kernel = shipped
     out["bwd_deterministic_eager"] = do_bench(bwd(True))   # boolean indexing: not capturable
     return out
 

@@ -45,13 +45,13 @@ torch.cuda.synchronize()
 pstats.Stats(prof).sort_stats("tottime").print_stats(15)
 
 # Where the forward's GPU time goes (CUDA-graph replays, ms): the plan, the kernel with s in
-# bf16 and in fp32, the whole forward. On 2026-12-03 (D = 128, 128K) the whole forward took
-# ~1 ms more than plan + kernel; this splits it.
+# bf16 and in fp32, the whole forward (figures/bench/PERF_NOTES.md has what it found).
 from dma_ref.kernels import FWD_CONFIG, build_plan
-from dma_ref.kernels.autograd import _TUNED, _fit, _fwd_impl, _shape, dma_forward
+from dma_ref.kernels.forward import dma_forward
+from dma_ref.kernels.launch import TUNERS, fit_config, tile_shape
+from dma_ref.kernels.op import forward_impl
+from dma_ref.lab.bench.timing import graphed
 from triton.testing import do_bench
-
-from dma_ref.bench import graphed
 
 
 def graph_ms(fn) -> float:
@@ -63,11 +63,11 @@ def split(n: int) -> dict:
     qn = torch.randn(1, 8, n, 128, device="cuda", dtype=torch.bfloat16)
     kn, vn = (torch.randn(1, 2, n, 128, device="cuda", dtype=torch.bfloat16) for _ in range(2))
     sb = torch.randn(1, 2, n, device="cuda").to(torch.bfloat16)
-    cfg = _fit(FWD_CONFIG, 128, 2, False)
-    GH, bq = _shape(cfg, 4, n)
+    cfg = fit_config(FWD_CONFIG, 128, torch.bfloat16, backward=False)
+    GH, bq = tile_shape(cfg, 4, n)
     plan = build_plan(sb, W, n, block_q=bq)
     def tile():
-        c = _TUNED["fwd"].best_config
+        c = TUNERS["fwd"].best_config
         return f"BN{c.kwargs['BLOCK_N']}/GH{c.kwargs['GH']}/w{c.num_warps}/s{c.num_stages}"
 
     out = {"plan": graph_ms(lambda: build_plan(sb, W, n, block_q=bq))}
@@ -77,9 +77,9 @@ def split(n: int) -> dict:
     out["kernel_s_fp32"] = graph_ms(lambda: dma_forward(qn, kn, vn, s32, plan, 0.088, cfg, GH, True))
     out["tile_fp32"] = tile()
     return {**out,
-            "fwd_impl": graph_ms(lambda: _fwd_impl(qn, kn, vn, sb, W, True, 0.088, "row",
-                                                   [cfg.rows, 0, 4, 3, 8], [128, 0, 8, 1, 8],
-                                                   False, True)),
+            "fwd_impl": graph_ms(lambda: forward_impl(qn, kn, vn, sb, W, True, 0.088, "row",
+                                                      [cfg.rows, 0, 4, 3, 8], [128, 0, 8, 1, 8],
+                                                      False, True)),
             "dma_attention_nograd": graph_ms(lambda: dma_attention(qn, kn, vn, sb, W))}
 
 

@@ -4,7 +4,7 @@
 
 B = 1, Hq = 8, Hkv = 2 (the 4 heads of a group packed per program), D = 128, bf16, w = 1024, on a
 prebuilt plan. Each tile is (rows = 4 x BLOCK_Q, keys per tile, warps, pipeline stages); ``FWD_TUNING`` /
-``BWD_TUNING`` in kernels/autograd.py are the autotuner's candidates, and this sweep is how new
+``BWD_TUNING`` in kernels/launch.py are the autotuner's candidates, and this sweep is how new
 ones earn a place there. Eager ``triton.testing.do_bench`` medians (ms): at these sizes one launch
 costs far more GPU time than host time. A tile that does not compile or fit prints its error.
 """
@@ -12,9 +12,11 @@ costs far more GPU time than host time. A tile that does not compile or fit prin
 import sys
 from functools import partial
 
-import dma_ref.kernels.autograd as ag
 import torch
 from dma_ref.kernels import build_plan
+from dma_ref.kernels.backward import dma_backward
+from dma_ref.kernels.forward import dma_forward
+from dma_ref.kernels.launch import KernelConfig, tile_shape
 from triton.testing import do_bench
 
 W, D, SCALE = 1024, 128, 128 ** -0.5
@@ -30,19 +32,19 @@ def sweep(n: int) -> None:
     do = torch.randn_like(q)
     plans = {}
     for rows in (64, 128, 256):
-        GH, bq = ag._shape(ag.KernelConfig(rows=rows), 4, n)
+        GH, bq = tile_shape(KernelConfig(rows=rows), 4, n)
         plans[rows] = GH, build_plan(s, W, n, block_q=bq)
-    ref = ag.KernelConfig(rows=128, block_n=32, num_warps=4, num_stages=3)
-    _o, lse, o32 = ag.dma_forward(q, k, v, s, plans[128][1], SCALE, ref, plans[128][0], True)
+    ref = KernelConfig(rows=128, block_n=32, num_warps=4, num_stages=3)
+    _o, lse, o32 = dma_forward(q, k, v, s, plans[128][1], SCALE, ref, plans[128][0], True)
     for phase, tiles in (("fwd", FWD_TILES), ("bwd", BWD_TILES)):
         for rows, bn, warps, stages in tiles:
             GH, plan = plans[rows]
-            cfg = ag.KernelConfig(rows=rows, block_n=bn, num_warps=warps, num_stages=stages)
+            cfg = KernelConfig(rows=rows, block_n=bn, num_warps=warps, num_stages=stages)
             args = (plan, SCALE, cfg, GH)
             if phase == "fwd":
-                fn = partial(ag.dma_forward, q, k, v, s, *args, True)
+                fn = partial(dma_forward, q, k, v, s, *args, True)
             else:
-                fn = partial(ag.dma_backward, do, q, k, v, s, o32, lse, *args, False, None)
+                fn = partial(dma_backward, do, q, k, v, s, o32, lse, *args, False, None)
             try:
                 ms = f"{do_bench(fn):.3f}"
             except Exception as err:  # noqa: BLE001 (a tile that cannot run: say why, go on)

@@ -1,6 +1,6 @@
 """The CUDA launch path of the kernels (autotuning), driven through the Triton interpreter.
 
-On CUDA, ``dma_attention`` launches its kernels through ``kernels.autograd._Tuner``: candidates
+On CUDA, ``dma_attention`` launches its kernels through ``kernels.launch.Tuner``: candidates
 with the head packing made concrete (GH or GH / 2, the grid a function of the chosen GH),
 compiled in threads, timed, the backward's atomic buffers zeroed before every timed run. None
 of that runs under the interpreter by default, so here the interpreter is told it is a GPU
@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import itertools
 
-import dma_ref.kernels.autograd as ag
+import dma_ref.kernels.launch as ag
 import pytest
 import torch
+import triton
 from dma_ref.kernels import dma_attention
 
 from dma_ref import naive_dma_attention
@@ -24,16 +25,16 @@ from dma_ref import naive_dma_attention
 @pytest.fixture
 def tuned_path(monkeypatch):
     """The autotuned path with a fake clock; returns the candidates each tuner timed."""
-    monkeypatch.setattr(ag, "_interpreting", lambda: False)
-    monkeypatch.setattr(ag, "_TUNED", {})
+    monkeypatch.setattr(ag, "interpreting", lambda: False)
+    monkeypatch.setattr(ag, "TUNERS", {})
     monkeypatch.setattr(ag, "FWD_TUNING", ((16, 4, 1, 1), (32, 4, 1, 2)))
     monkeypatch.setattr(ag, "BWD_TUNING", ((16, 4, 1, 1), (16, 4, 1, 2)))
     timed: dict[str, list] = {"fwd": [], "bwd": []}
     order = itertools.count()
-    original = ag._tuned
+    original = ag.tuner
 
-    def tuned(name):
-        tuner = original(name)
+    def tuned(name, kernel):
+        tuner = original(name, kernel)
 
         def fake_bench(kernel_call, quantiles):
             kernel_call()                     # runs the candidate (and the reset hook) once
@@ -44,7 +45,7 @@ def tuned_path(monkeypatch):
         tuner._do_bench = fake_bench
         return tuner
 
-    monkeypatch.setattr(ag, "_tuned", tuned)
+    monkeypatch.setattr(ag, "tuner", tuned)
     return timed
 
 
@@ -68,27 +69,27 @@ def test_tuned_launch_equals_the_reference(tuned_path, w):
     for name, g, g_ref in zip(("dq", "dk", "dv", "ds"), grads, ref_grads):
         torch.testing.assert_close(g.double(), g_ref, atol=2e-5, rtol=1e-4,
                                    msg=lambda m, name=name: f"{name}: {m}")
-    chosen = ag._TUNED["fwd"].best_config.kwargs, ag._TUNED["bwd"].best_config.kwargs
+    chosen = ag.TUNERS["fwd"].best_config.kwargs, ag.TUNERS["bwd"].best_config.kwargs
     assert chosen[0]["GH"] == 1 and chosen[1]["GH"] == 1      # the split candidates won
 
 
 def test_prune_makes_the_head_packing_concrete_and_drops_what_cannot_fit():
     q = torch.empty(1, dtype=torch.bfloat16)
-    cands = [ag.triton.Config({"BLOCK_N": n, "SPLIT": sp}, num_warps=w, num_stages=s)
+    cands = [triton.Config({"BLOCK_N": n, "SPLIT": sp}, num_warps=w, num_stages=s)
              for n, w, s, sp in ((64, 8, 3, 1), (64, 8, 3, 2), (128, 8, 2, 1), (32, 8, 1, 2))]
-    fwd = ag._prune(cands, {"Qp": q}, HEAD_DP=256, BLOCK_Q=32, GH_MAX=4)
+    fwd = ag.prune_configs(cands, {"Qp": q}, HEAD_DP=256, BLOCK_Q=32, GH_MAX=4)
     # D = 256 bf16: 3 stages of 64 keys need 2 x 64 x 256 x 2 x 3 = 192 KB for K and V, plus
     # 64 or 32 KB for q: over the shared memory (on the H200 such a tile failed to launch).
     assert [(c.kwargs["BLOCK_N"], c.kwargs["GH"]) for c in fwd] == [(32, 2)]
-    fwd = ag._prune(cands, {"Qp": q}, HEAD_DP=128, BLOCK_Q=32, GH_MAX=4)
+    fwd = ag.prune_configs(cands, {"Qp": q}, HEAD_DP=128, BLOCK_Q=32, GH_MAX=4)
     assert [(c.kwargs["BLOCK_N"], c.kwargs["GH"]) for c in fwd] == [(64, 4), (64, 2), (128, 4),
                                                                      (32, 2)]
-    bwd = ag._prune(cands, {"Qp": q}, HEAD_DP=256, BLOCK_Q=32, GH_MAX=4, DS_F32=False)
+    bwd = ag.prune_configs(cands, {"Qp": q}, HEAD_DP=256, BLOCK_Q=32, GH_MAX=4, DS_F32=False)
     assert [(c.kwargs["BLOCK_N"], c.kwargs["GH"]) for c in bwd] == [(32, 2)]
     # MHA (GH_MAX = 1): splitting changes nothing, duplicates go; 8 warps need >= 64 rows.
-    mha = ag._prune(cands, {"Qp": q}, HEAD_DP=64, BLOCK_Q=128, GH_MAX=1)
+    mha = ag.prune_configs(cands, {"Qp": q}, HEAD_DP=64, BLOCK_Q=128, GH_MAX=1)
     assert [(c.kwargs["BLOCK_N"], c.kwargs["GH"]) for c in mha] == [(64, 1), (128, 1), (32, 1)]
-    small = ag._prune(cands, {"Qp": q}, HEAD_DP=64, BLOCK_Q=16, GH_MAX=1)     # decoding
+    small = ag.prune_configs(cands, {"Qp": q}, HEAD_DP=64, BLOCK_Q=16, GH_MAX=1)     # decoding
     assert [(c.kwargs["BLOCK_N"], c.num_warps) for c in small] == [(16, 4)]
 
 
@@ -97,8 +98,8 @@ def test_untuned_cuda_path_takes_the_first_tile_that_fits(monkeypatch, determini
     """``DMA_REF_AUTOTUNE=0`` (the GPU accuracy tests) and the deterministic backward (whose
     partial rows depend on the head packing) launch one candidate without timing any: the first
     that fits, with the head packing the caller sized its buffers for when it is fixed."""
-    monkeypatch.setattr(ag, "_interpreting", lambda: False)
-    monkeypatch.setattr(ag, "_TUNED", {})
+    monkeypatch.setattr(ag, "interpreting", lambda: False)
+    monkeypatch.setattr(ag, "TUNERS", {})
     monkeypatch.setattr(ag, "FWD_TUNING", ((16, 4, 1, 2), (32, 4, 1, 1)))
     monkeypatch.setattr(ag, "BWD_TUNING", ((16, 4, 1, 2), (16, 4, 1, 1)))
     monkeypatch.setenv("DMA_REF_AUTOTUNE", "0")
@@ -116,4 +117,4 @@ def test_untuned_cuda_path_takes_the_first_tile_that_fits(monkeypatch, determini
     torch.testing.assert_close(o.double(), o_ref, atol=2e-5, rtol=1e-4)
     for g, g_ref in zip(grads, torch.autograd.grad(o_ref, ref, do.double())):
         torch.testing.assert_close(g.double(), g_ref, atol=2e-5, rtol=1e-4)
-    assert ag._TUNED == {} or all(getattr(t, "cache", {}) == {} for t in ag._TUNED.values())
+    assert ag.TUNERS == {} or all(getattr(t, "cache", {}) == {} for t in ag.TUNERS.values())

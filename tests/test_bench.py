@@ -15,7 +15,10 @@ import torch
 
 matplotlib.use("Agg")
 
-from dma_ref import bench, dma_mask, flops, key_lifetimes
+from dma_ref import dma_mask, flops, key_lifetimes
+from dma_ref.lab.bench import inputs as bench_inputs
+from dma_ref.lab.bench import records as bench
+from dma_ref.lab.bench import run as bench_run
 from dma_ref.viz import perf
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,7 +67,7 @@ def test_recorded_results_follow_the_schema():
 
 def test_bench_without_cuda_exits_nonzero_with_a_clear_message():
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
-    proc = subprocess.run([sys.executable, "-m", "dma_ref.bench", "--n", "4096"], cwd=ROOT, env=env,
+    proc = subprocess.run([sys.executable, "-m", "dma_ref.lab.bench", "--n", "4096"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode != 0
     assert "needs a CUDA GPU" in proc.stderr
@@ -79,20 +82,20 @@ def test_fill_missing_completes_the_grid():
 
 
 def test_cli_parsing():
-    args = bench.parse_args(["--n", "4096", "--window", "256", "dense", "--d", "64", "--fwd-only"])
+    args = bench_run.parse_args(["--n", "4096", "--window", "256", "dense", "--d", "64", "--fwd-only"])
     assert args.n == [4096] and args.windows == [256, None] and args.d == [64] and args.fwd_only
     assert bench.windows_for(4096, [256, 1024, 4096, None]) == [256, 1024, 4096]
     assert bench.windows_for(65536, [256, None]) == [256, 65536]
     with pytest.raises(SystemExit):
-        bench.parse_args(["--hq", "6", "--hkv", "4"])
+        bench_run.parse_args(["--hq", "6", "--hkv", "4"])
     with pytest.raises(ValueError):
         bench.parse_windows(["0"])
 
 
 def test_time_cap_prediction_scales_quadratically():
     hist = {("sdpa_cudnn", 128, 1024, 4096, "fwd"): 1.0, ("sdpa_cudnn", 128, 1024, 16384, "fwd"): 10.0}
-    assert bench.predicted_ms(hist, "sdpa_cudnn", 128, 1024, 65536, "fwd") == pytest.approx(160.0)
-    assert bench.predicted_ms(hist, "sdpa_cudnn", 128, 1024, 4096, "fwd") is None
+    assert bench_run.predicted_ms(hist, "sdpa_cudnn", 128, 1024, 65536, "fwd") == pytest.approx(160.0)
+    assert bench_run.predicted_ms(hist, "sdpa_cudnn", 128, 1024, 4096, "fwd") is None
 
 
 # ----------------------------------------------------------------------------- FLOPs, bytes
@@ -150,19 +153,12 @@ def test_work_ratio_and_crossover():
 # ------------------------------------------------------------------------- lifetimes (CPU)
 
 
-@pytest.mark.parametrize("K, w, chunk", [(1, 1, 4), (50, 1, 7), (200, 13, 32), (300, 64, 100),
-                                         (129, 200, 16)])
-def test_bench_lifetimes_equal_the_reference(K, w, chunk):
-    for s in (torch.randn(2, 2, K), torch.randint(0, 3, (1, 2, K)).float()):
-        assert torch.equal(bench.lifetimes_torch(s, w, chunk=chunk), key_lifetimes(s, w))
-
-
 def test_dense_mask_and_bias_from_lifetimes():
     s = torch.randn(1, 2, 70).to(torch.bfloat16)
-    e = bench.lifetimes_torch(s, 9, chunk=16)
-    keep = bench.dense_mask_from_lifetimes(e, rows=16)
+    e = key_lifetimes(s, 9)
+    keep = bench_inputs.dense_mask_from_lifetimes(e, rows=16)          # 70 = 4 chunks + 6 rows
     assert torch.equal(keep, dma_mask(s, 9))
-    bias = bench.dense_bias_from_lifetimes(e, s, rows=30)
+    bias = bench_inputs.dense_bias_from_lifetimes(e, s, rows=30)
     assert torch.equal(torch.isfinite(bias), keep)
     assert torch.equal(bias[keep], s[:, :, None, :].expand_as(bias)[keep])
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 import torch
 from dma_ref.kernels import dma_attention
-from dma_ref.kernels.autograd import _attention_fwd
+from dma_ref.kernels.op import attention_fwd
 
 from dma_ref import DMAAttention
 
@@ -34,7 +34,7 @@ def test_the_custom_operators_pass_opcheck():
         q, k, v, s = make_inputs(Q=20, requires_grad=True)
         args = (q, k, v, s, w, causal, 0.25, mode, [32, 16, 1, 1, 4], [32, 16, 1, 1, 4], False,
                 True)
-        torch.library.opcheck(_attention_fwd, args,
+        torch.library.opcheck(attention_fwd, args,
                               test_utils=("test_schema", "test_faketensor",
                                           "test_autograd_registration"))
 

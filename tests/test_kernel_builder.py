@@ -23,7 +23,7 @@ from dma_ref.kernels import (
     rank_keys,
     topw_key_lists,
 )
-from dma_ref.kernels.lifetimes import thresholds_unchecked
+from dma_ref.kernels.ranks import thresholds_unchecked
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

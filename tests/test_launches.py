@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from collections import Counter
 
-import dma_ref.kernels.autograd as autograd_mod
-import dma_ref.kernels.blocks as blocks_mod
-import dma_ref.kernels.lifetimes as lifetimes_mod
+import dma_ref.kernels.backward as backward_mod
+import dma_ref.kernels.forward as forward_mod
+import dma_ref.kernels.plan as plan_mod
+import dma_ref.kernels.ranks as ranks_mod
 import pytest
 import torch
 from dma_ref.kernels import build_plan, dma_attention
@@ -55,10 +56,10 @@ def triton_launches(monkeypatch):
                 launches[self.name] += 1
             return launch
 
-    for module, name in [(lifetimes_mod, "ranks_kernel"), (lifetimes_mod, "thresholds_kernel"),
-                         (lifetimes_mod, "lifetimes_kernel"), (blocks_mod, "block_lists_kernel"),
-                         (blocks_mod, "plan_kernel"),
-                         (autograd_mod, "dma_fwd_kernel"), (autograd_mod, "dma_bwd_kernel")]:
+    for module, name in [(ranks_mod, "ranks_kernel"), (ranks_mod, "thresholds_kernel"),
+                         (ranks_mod, "lifetimes_kernel"), (plan_mod, "block_lists_kernel"),
+                         (plan_mod, "plan_kernel"),
+                         (forward_mod, "dma_fwd_kernel"), (backward_mod, "dma_bwd_kernel")]:
         monkeypatch.setattr(module, name, Fake(name))
     return launches
 

@@ -47,7 +47,7 @@ def pairs(cell: str) -> list[str]:
 
 def test_benchmark_table_matches_h200_json():
     records = perf.select(perf.load_records(), D=128, window=1024)
-    rows = table_after("`python -m dma_ref.bench` (`figures/bench/h200.json`")
+    rows = table_after("`python -m dma_ref.lab.bench` (`figures/bench/h200.json`")
     assert [int(r[0]) for r in rows] == [4096, 16384, 65536, 131072]
     for n, dma, graph, cudnn, speedup, speedup_graph in rows:
         d = perf.select(records, method="dma_triton", N=int(n))[0]

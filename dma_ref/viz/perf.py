@@ -2,7 +2,7 @@
 
     python -m dma_ref.viz.perf                 # regenerate figures/bench/*.png from the JSON
 
-A record is one dict with the keys of ``dma_ref.bench.RECORD_KEYS``; a null time means the
+A record is one dict with the keys of ``dma_ref.lab.bench.records.RECORD_KEYS``; a null time means the
 method was not measured (its note says why: OOM, time cap, not available). Pure functions
 select and compute; the ``plot_*`` functions return a matplotlib figure and draw nothing else.
 """

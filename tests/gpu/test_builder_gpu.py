@@ -38,7 +38,7 @@ def test_lifetimes_equal_the_heap_reference(K, w, kind):
 @pytest.mark.parametrize("mode", ["row", "global"])
 def test_block_lists_are_exact(Q, K, w, block_q, mode):
     from dma_ref.kernels import block_key_lists, build_lifetimes, global_lifetimes, rank_keys
-    from dma_ref.kernels.lifetimes import thresholds_unchecked
+    from dma_ref.kernels.ranks import thresholds_unchecked
 
     s = make_scores("random", 2, K)
     ranks = rank_keys(s)

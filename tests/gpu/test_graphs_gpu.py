@@ -110,7 +110,7 @@ def test_every_autotuning_candidate_is_correct(variant, monkeypatch):
     """The autotuner may pick any candidate of FWD_TUNING / BWD_TUNING: each, forced, must match
     the float64 reference as well as the naive bf16 version does (x2)."""
     from dma_ref.kernels import KernelConfig, dma_attention
-    from dma_ref.kernels.autograd import BWD_TUNING, FWD_TUNING
+    from dma_ref.kernels.launch import BWD_TUNING, FWD_TUNING
 
     from dma_ref import naive_dma_attention
 

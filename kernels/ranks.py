@@ -39,9 +39,8 @@ import triton.language as tl
 
 from dma_ref.lifetimes import key_lifetimes
 from dma_ref.mask import key_ranks
+from dma_ref.numerics import cdiv, next_pow2
 from dma_ref.validate import check_score_values, check_tensor, check_window
-
-from .hostmath import cdiv, next_pow2
 
 __all__ = ["KeyRanks", "build_lifetimes", "build_thresholds", "global_lifetimes", "rank_keys"]
 
@@ -130,7 +129,7 @@ def thresholds_kernel(R, ORDER, CNT, AP, THETA, n_k, w, n_c, n_tb,
 
 
 @triton.jit
-def _lifetimes_of(R, THETA, E, n_k, c, bh, LOG_K: tl.constexpr, BLOCK: tl.constexpr):
+def lifetimes_of(R, THETA, E, n_k, c, bh, LOG_K: tl.constexpr, BLOCK: tl.constexpr):
     """``e_j`` for the keys ``[c BLOCK, (c + 1) BLOCK)`` of head bh: the first p with
     ``theta_p < r_j`` (binary search: theta is non-increasing), at least j; K if none."""
     j = c * BLOCK + tl.arange(0, BLOCK)
@@ -151,7 +150,7 @@ def _lifetimes_of(R, THETA, E, n_k, c, bh, LOG_K: tl.constexpr, BLOCK: tl.conste
 def lifetimes_kernel(R, THETA, E, n_k, LOG_K: tl.constexpr, BLOCK: tl.constexpr):
     """One program: ``e_j`` for BLOCK keys. R, THETA int32 ``[BH, K]``; E int32 ``[BH, K]`` out.
     (``build_plan`` runs the same code fused with the key lists: blocks.py ``plan_kernel``.)"""
-    _lifetimes_of(R, THETA, E, n_k, tl.program_id(0), tl.program_id(1).to(tl.int64), LOG_K, BLOCK)
+    lifetimes_of(R, THETA, E, n_k, tl.program_id(0), tl.program_id(1).to(tl.int64), LOG_K, BLOCK)
 
 
 E_BLOCK = 1024                            # keys per lifetimes program
@@ -230,7 +229,7 @@ def lifetimes_from_thresholds(r: torch.Tensor, theta: torch.Tensor) -> torch.Ten
     return e
 
 
-def _on_triton(x: torch.Tensor) -> bool:
+def on_triton(x: torch.Tensor) -> bool:
     return x.device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
 
 
@@ -247,7 +246,7 @@ def build_thresholds(s: torch.Tensor, window: int, *, block_t: int | None = None
     B, Hh, K = s.shape
     if w >= K:
         raise ValueError(f"window={w} must be < K={K}: from w >= K no key is ever evicted")
-    if not _on_triton(s):
+    if not on_triton(s):
         raise RuntimeError(f"s is on {s.device}: the thresholds are built by Triton kernels "
                            "(call dma_ref.setup_device() first on a CPU)")
     ranks = rank_keys(s, block_t=block_t, table_t=table_t, chunk=chunk)
@@ -270,7 +269,7 @@ def build_lifetimes(s: torch.Tensor, window: int, *, block_t: int | None = None,
     _sizes(K, block_t, table_t, chunk)                  # bad sizes fail on every device
     if w >= K or K == 0:
         return torch.full((B, Hh, K), K, dtype=torch.int64, device=s.device)
-    if not _on_triton(s):
+    if not on_triton(s):
         return key_lifetimes(s, w)
     ranks = rank_keys(s, block_t=block_t, table_t=table_t, chunk=chunk)
     e = lifetimes_from_thresholds(ranks.r, thresholds_unchecked(ranks, w))

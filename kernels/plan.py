@@ -11,7 +11,7 @@ The kernels read the diagonal range contiguously and the off-diagonal list by in
 the list is kept at position p0, so a list never holds more than w keys: each block owns a slot
 of ``W = min(w, K)`` entries and no size has to travel back to the host.
 
-In ranks (lifetimes.py): ``e_j > p0`` for ``j < p0`` says ``r_j <= theta_p0``, so the list is
+In ranks (ranks.py): ``e_j > p0`` for ``j < p0`` says ``r_j <= theta_p0``, so the list is
 
     {j < p0 : r_j <= theta_p0}      (global mode: theta = w - 1 everywhere),
 
@@ -26,28 +26,28 @@ the lists.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import triton
 import triton.language as tl
 
 from dma_ref.mask import key_order
+from dma_ref.numerics import cdiv
 from dma_ref.validate import check_mode, check_tensor, check_window
 
-from .hostmath import cdiv
-from .lifetimes import (
+from .ranks import (
     E_BLOCK,
     KeyRanks,
-    _lifetimes_of,
-    _on_triton,
     global_lifetimes_from_ranks,
     lifetimes_from_thresholds,
+    lifetimes_of,
+    on_triton,
     rank_keys,
     thresholds_unchecked,
 )
 
-__all__ = ["KeyPlan", "block_key_lists", "build_plan", "plan_shapes", "topw_key_lists"]
+__all__ = ["KeyPlan", "block_key_lists", "build_plan", "plan_shapes", "replan", "topw_key_lists"]
 
 
 @dataclass
@@ -139,7 +139,7 @@ def plan_kernel(R, ORDER, THETA, E, IDX, START, CNT, n_k, p_first, n_qb, W, bloc
     i = tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
     if i < n_eb:
-        _lifetimes_of(R, THETA, E, n_k, i, bh, LOG_K, E_BLOCK)
+        lifetimes_of(R, THETA, E, n_k, i, bh, LOG_K, E_BLOCK)
     else:
         _block_list(R, ORDER, THETA, IDX, START, CNT, n_k, p_first, n_qb, W, block_q, w,
                     i - n_eb, bh, False, TILE)
@@ -156,7 +156,7 @@ def block_key_lists(ranks: KeyRanks, theta: torch.Tensor | None, q_len: int, blo
                     window: int, *, tile: int = LIST_TILE):
     """Off-diagonal key lists of every query block, one fixed slot of ``W = min(w, K)`` each.
 
-    ranks: ``lifetimes.rank_keys(s)``; theta int32 ``[BH, K]`` (``lifetimes.thresholds_unchecked``;
+    ranks: ``ranks.rank_keys(s)``; theta int32 ``[BH, K]`` (``ranks.thresholds_unchecked``;
     None: global mode); q_len = Q <= K; block_q = BQ positions per block; window = w. Returns
     ``(idx int32 [BH * nQB * W], start int64 [BH, nQB], count int32 [BH, nQB])``: block b of
     head bh lists ``{j < p0_b : e_j > p0_b}`` in ``idx[start : start + count]`` (in position
@@ -165,7 +165,7 @@ def block_key_lists(ranks: KeyRanks, theta: torch.Tensor | None, q_len: int, blo
     """
     BH, K = ranks.r.shape
     Q, BQ = q_len, block_q
-    n_qb = -(-Q // BQ)
+    n_qb = cdiv(Q, BQ)
     W = max(1, min(window, K))
     dev = ranks.r.device
     if tile < 2 or tile & (tile - 1):
@@ -197,7 +197,7 @@ def plan_shapes(BH: int, K: int, q_len: int, window: int, *, causal: bool, block
     """``(dense, {"e", "idx", "start", "count": (shape, dtype)})`` of the plan ``build_plan``
     makes for ``BH = B * Hkv`` heads, from the sizes alone (the fake tensors of the custom
     operator in autograd.py use it; no size ever depends on the scores)."""
-    n_qb = -(-q_len // block_q)
+    n_qb = cdiv(q_len, block_q)
     none = ((0,), torch.int32)
     lists_of = {"start": ((BH, n_qb), torch.int64), "count": ((BH, n_qb), torch.int32)}
     if window >= K:                                         # no selection at all
@@ -227,34 +227,39 @@ def build_plan(s: torch.Tensor, window: int, q_len: int, *, causal: bool = True,
     check_mode(mode)
     if isinstance(q_len, bool) or not isinstance(q_len, int) or not 1 <= q_len <= s.shape[-1]:
         raise ValueError(f"q_len must be an int in [1, K={s.shape[-1]}], got {q_len!r}")
-    if not _on_triton(s):
+    if not on_triton(s):
         raise RuntimeError(f"s is on {s.device}: the mask builder runs Triton kernels; it needs a "
                            "CUDA device, or TRITON_INTERPRET=1 set before dma_ref.kernels is "
                            "imported (call dma_ref.setup_device() first)")
     B, H, K = s.shape
-    n_qb = -(-q_len // block_q)
+    n_qb = cdiv(q_len, block_q)
     dense, _shapes = plan_shapes(B * H, K, q_len, window, causal=causal, block_q=block_q,
                                 lists=lists)
 
     def empty():
         return torch.empty(0, dtype=torch.int32, device=s.device)
 
+    def make(*, causal: bool, dense: bool, e=None, idx=None, start=None, count=None) -> KeyPlan:
+        return KeyPlan(causal=causal, dense=dense, window=window, block_q=block_q, n_qb=n_qb,
+                       e=empty() if e is None else e, idx=empty() if idx is None else idx,
+                       start=empty() if start is None else start,
+                       count=empty() if count is None else count)
+
     if window >= K:                                         # no selection at all
-        return KeyPlan(causal, True, window, block_q, n_qb, empty(), empty(), empty(), empty())
+        return make(causal=causal, dense=True)
     if not causal:                                          # row and global modes coincide
         idx, start, count = topw_key_lists(s, window, n_qb)
-        return KeyPlan(False, False, window, block_q, n_qb, empty(), idx, start, count)
+        return make(causal=False, dense=False, idx=idx, start=start, count=count)
     ranks = rank_keys(s)
     if mode == "global":
         e = global_lifetimes_from_ranks(ranks.r, window)
         if dense:
-            return KeyPlan(True, True, window, block_q, n_qb, e, empty(), empty(), empty())
+            return make(causal=True, dense=True, e=e)
         idx, start, count = block_key_lists(ranks, None, q_len, block_q, window)
-        return KeyPlan(True, False, window, block_q, n_qb, e, idx, start, count)
+        return make(causal=True, dense=False, e=e, idx=idx, start=start, count=count)
     theta = thresholds_unchecked(ranks, window)                         # int32 [BH, K]
     if dense:
-        e = lifetimes_from_thresholds(ranks.r, theta)
-        return KeyPlan(True, True, window, block_q, n_qb, e, empty(), empty(), empty())
+        return make(causal=True, dense=True, e=lifetimes_from_thresholds(ranks.r, theta))
     BH = B * H
     e = torch.empty(BH, K, dtype=torch.int32, device=s.device)
     idx, start, count = _list_buffers(BH, n_qb, window, s.device)
@@ -263,4 +268,23 @@ def build_plan(s: torch.Tensor, window: int, q_len: int, *, causal: bool = True,
                                    K - q_len, n_qb, window, block_q, window, n_eb,
                                    LOG_K=K.bit_length(), E_BLOCK=E_BLOCK, TILE=LIST_TILE,
                                    num_warps=4)
-    return KeyPlan(True, False, window, block_q, n_qb, e, idx, start, count)
+    return make(causal=True, dense=False, e=e, idx=idx, start=start, count=count)
+
+
+def replan(plan: KeyPlan, Q: int, block_q: int, s: torch.Tensor, mode: str) -> KeyPlan:
+    """The same selection with key lists for another query block size (the backward's tile
+    may hold fewer rows than the forward's); s ``[B, Hkv, K]`` is ranked again for them."""
+    if plan.block_q == block_q:
+        return plan
+    n_qb = cdiv(Q, block_q)
+    if plan.dense:
+        return replace(plan, block_q=block_q, n_qb=n_qb)
+    if not plan.causal:                       # every block lists the same top-w set
+        BH = plan.start.shape[0]
+        start = plan.start[:, :1].expand(BH, n_qb).contiguous()
+        count = plan.count[:, :1].expand(BH, n_qb).contiguous()
+        return replace(plan, block_q=block_q, n_qb=n_qb, start=start, count=count)
+    ranks = rank_keys(s)
+    theta = thresholds_unchecked(ranks, plan.window) if mode == "row" else None
+    idx, start, count = block_key_lists(ranks, theta, Q, block_q, plan.window)
+    return replace(plan, block_q=block_q, n_qb=n_qb, idx=idx, start=start, count=count)
