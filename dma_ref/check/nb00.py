@@ -6,19 +6,12 @@ package's reference and returns a ``Result`` (truthy when solved); ``strict=True
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable
 
 import torch
 
 from ..mask import dma_mask
-from ._core import Result, run_checks
-
-
-def _generator() -> tuple[torch.Generator, int]:
-    """A private generator with a fresh seed (the notebook's global RNG is left untouched)."""
-    seed = secrets.randbits(31)
-    return torch.Generator().manual_seed(seed), seed
+from .core import Result, generator, resolve_seed, run_checks
 
 
 def reference_sliding_window(N: int, window: int) -> torch.Tensor:
@@ -28,10 +21,13 @@ def reference_sliding_window(N: int, window: int) -> torch.Tensor:
     return (j <= p) & (j > p - window)
 
 
-def check_sliding_window(fn: Callable[[int, int], torch.Tensor], strict: bool = False) -> Result:
+def check_sliding_window(fn: Callable[[int, int], torch.Tensor], strict: bool = False, *,
+        seed: int | None = None) -> Result:
     """``fn(N, window) -> bool [N, N]``: True where query p keeps key j (the w most recent keys)."""
+    seed = resolve_seed(seed)
+
     def trials() -> None:
-        g, seed = _generator()
+        g = generator(seed)
         cases = [(1, 1), (5, 1), (6, 3), (8, 8), (7, 20)]
         cases += [(int(torch.randint(2, 40, (), generator=g)), int(torch.randint(1, 12, (), generator=g)))
                   for _ in range(5)]
@@ -44,17 +40,20 @@ def check_sliding_window(fn: Callable[[int, int], torch.Tensor], strict: bool = 
             bad = (got != want).nonzero()
             assert bad.numel() == 0, (f"N={N}, window={w} (seed {seed}): wrong at (p, j) = "
                                       f"{tuple(bad[0].tolist())}; expected {bool(want[tuple(bad[0])])}")
-    return run_checks("sliding window mask", trials, strict=strict)
+    return run_checks("sliding window mask", trials, strict=strict, seed=seed)
 
 
-def check_kept_keys(fn: Callable[[torch.Tensor, int, int], object], strict: bool = False) -> Result:
+def check_kept_keys(fn: Callable[[torch.Tensor, int, int], object], strict: bool = False, *,
+        seed: int | None = None) -> Result:
     """``fn(s, window, p) -> the keys query p keeps`` in DMA row mode (causal), ascending.
 
     s: float ``[N]`` one head's scores. The answer may be a list or an int tensor of key
     indices sorted ascending. Remember the tie rule: on equal scores the later key wins.
     """
+    seed = resolve_seed(seed)
+
     def trials() -> None:
-        g, seed = _generator()
+        g = generator(seed)
         for trial in range(12):
             N = int(torch.randint(3, 30, (), generator=g))
             w = int(torch.randint(1, 8, (), generator=g))
@@ -70,4 +69,4 @@ def check_kept_keys(fn: Callable[[torch.Tensor, int, int], object], strict: bool
                 want = keep[p].nonzero().flatten().tolist()
                 assert got == want, (f"s={[round(x, 3) for x in s.tolist()]}, window={w}, p={p} "
                                      f"(seed {seed}): expected keys {want}, got {got}")
-    return run_checks("keys kept by query p", trials, strict=strict)
+    return run_checks("keys kept by query p", trials, strict=strict, seed=seed)

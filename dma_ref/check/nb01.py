@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
 from ..dense import causal_mask, dense_attention
-from ._core import Result, forbid, run_checks
-
-
-def _context(where: str) -> Callable[[str], str]:
-    """``assert_close`` message hook: prefix its report with the failing case."""
-    return lambda report: f"{where}: {report}"
-
-
-def _generator() -> tuple[torch.Generator, int]:
-    seed = secrets.randbits(31)
-    return torch.Generator().manual_seed(seed), seed
+from .core import Result, context, forbid, generator, resolve_seed, run_checks
 
 
 def _softmax_forbidden():
@@ -30,14 +19,17 @@ def _softmax_forbidden():
                   (torch.Tensor, "log_softmax"), (torch.special, "log_softmax"))
 
 
-def check_stable_softmax(fn: Callable[[torch.Tensor], torch.Tensor], strict: bool = False) -> Result:
+def check_stable_softmax(fn: Callable[[torch.Tensor], torch.Tensor], strict: bool = False, *,
+        seed: int | None = None) -> Result:
     """``fn(x) -> softmax of x over its last dim``, same shape and dtype, stable for huge logits.
 
     Inputs include logits of size 1e4 (naive ``exp`` overflows to inf, giving NaN) and ``-inf``
     entries (masked keys; every row keeps at least one finite entry).
     """
+    seed = resolve_seed(seed)
+
     def trials() -> None:
-        g, seed = _generator()
+        g = generator(seed)
         xs = [torch.randn(3, 7, generator=g),
               torch.randn(2, 4, 5, generator=g) * 30,
               torch.randn(4, 9, generator=g) * 1e4,
@@ -56,14 +48,17 @@ def check_stable_softmax(fn: Callable[[torch.Tensor], torch.Tensor], strict: boo
                                                f"{x[torch.isfinite(x)].abs().max().item():.3g} (seed {seed}): "
                                                "subtract the row max before exp")
             where = f"softmax of shape {tuple(x.shape)} (seed {seed})"
-            torch.testing.assert_close(got, want, msg=_context(where))
-    return run_checks("stable softmax", trials, strict=strict)
+            torch.testing.assert_close(got, want, msg=context(where))
+    return run_checks("stable softmax", trials, strict=strict, seed=seed)
 
 
-def check_causal_mask(fn: Callable[[int, int], torch.Tensor], strict: bool = False) -> Result:
+def check_causal_mask(fn: Callable[[int, int], torch.Tensor], strict: bool = False, *,
+        seed: int | None = None) -> Result:
     """``fn(Q, K) -> bool [Q, K]``, True where query row i (position ``K - Q + i``) may see key j."""
+    seed = resolve_seed(seed)
+
     def trials() -> None:
-        g, _seed = _generator()
+        g = generator(seed)
         cases = [(4, 4), (1, 6), (3, 8), (1, 1)]
         for _ in range(4):
             K = int(torch.randint(1, 30, (), generator=g))
@@ -77,18 +72,21 @@ def check_causal_mask(fn: Callable[[int, int], torch.Tensor], strict: bool = Fal
             bad = (got != want).nonzero()
             assert bad.numel() == 0, (f"Q={Q}, K={K}: wrong at (i, j) = {tuple(bad[0].tolist())}; "
                                       "row i sits at position K - Q + i (bottom-right alignment)")
-    return run_checks("causal mask for Q <= K", trials, strict=strict)
+    return run_checks("causal mask for Q <= K", trials, strict=strict, seed=seed)
 
 
 def check_gqa_attention(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
-                        strict: bool = False) -> Result:
+                        strict: bool = False, *,
+        seed: int | None = None) -> Result:
     """``fn(q, k, v) -> o``: non-causal softmax attention with GQA, scale ``D**-0.5``.
 
     q ``[B, Hq, Q, D]``, k and v ``[B, Hkv, K, D]``, Hq = G * Hkv; query head h reads KV head
     ``h // G``. Returns o ``[B, Hq, Q, D]``.
     """
+    seed = resolve_seed(seed)
+
     def trials() -> None:
-        g, seed = _generator()
+        g = generator(seed)
         for B, Hq, Hkv, Q, K, D in [(1, 1, 1, 3, 5, 4), (2, 4, 2, 5, 7, 8), (1, 6, 2, 4, 4, 16),
                                     (1, 4, 1, 2, 9, 8), (1, 8, 4, 6, 3, 4)]:
             q = torch.randn(B, Hq, Q, D, generator=g, dtype=torch.float64)
@@ -97,5 +95,5 @@ def check_gqa_attention(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor],
             got = fn(q.clone(), k.clone(), v.clone())
             want = dense_attention(q, k, v)
             where = f"B={B}, Hq={Hq}, Hkv={Hkv}, Q={Q}, K={K}, D={D} (seed {seed})"
-            torch.testing.assert_close(got, want, msg=_context(where))
-    return run_checks("GQA attention", trials, strict=strict)
+            torch.testing.assert_close(got, want, msg=context(where))
+    return run_checks("GQA attention", trials, strict=strict, seed=seed)

@@ -3,7 +3,6 @@ tie rule, and key lifetimes."""
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable
 
 import torch
@@ -14,17 +13,7 @@ from .. import scores as scores_mod
 from ..lifetimes import key_lifetimes
 from ..mask import dma_mask
 from ..scores import dma_scores
-from ._core import Result, forbid_package, run_checks
-
-
-def _context(where: str) -> Callable[[str], str]:
-    """``assert_close`` message hook: prefix its report with the failing case."""
-    return lambda report: f"{where}: {report}"
-
-
-def _generator() -> tuple[torch.Generator, int]:
-    seed = secrets.randbits(31)
-    return torch.Generator().manual_seed(seed), seed
+from .core import Result, context, forbid_package, generator, resolve_seed, run_checks
 
 
 def _score_cases(g: torch.Generator):
@@ -40,14 +29,17 @@ def _score_cases(g: torch.Generator):
 
 
 def check_scores(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
-                 strict: bool = False) -> Result:
+                 strict: bool = False, *,
+        seed: int | None = None) -> Result:
     """``fn(v, delta, A) -> s``: paper Eq. 3, ``s = exp(A * softplus(x))``.
 
     v ``[B, Hkv, K, D]``, delta ``[Hkv*D, Hkv]``, A ``[Hkv]``; returns s ``[B, Hkv, K]`` where
     ``x[b, j, h] = sum over (h', d) of v[b, h', j, d] * delta[h'*D + d, h]``.
     """
+    seed = resolve_seed(seed)
+
     def trials() -> None:
-        g, seed = _generator()
+        g = generator(seed)
         for B, Hkv, K, D in [(1, 1, 5, 4), (2, 2, 7, 3), (1, 3, 6, 8), (1, 4, 1, 2)]:
             v = torch.randn(B, Hkv, K, D, generator=g, dtype=torch.float64)
             delta = torch.randn(Hkv * D, Hkv, generator=g, dtype=torch.float64)
@@ -58,16 +50,19 @@ def check_scores(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.
             assert isinstance(got, torch.Tensor), f"return a torch.Tensor, got {type(got).__name__}"
             assert tuple(got.shape) == (B, Hkv, K), f"expected s of shape {(B, Hkv, K)}, got {tuple(got.shape)}"
             where = f"B={B}, Hkv={Hkv}, K={K}, D={D} (seed {seed})"
-            torch.testing.assert_close(got, want, msg=_context(where))
-    return run_checks("scores from values", trials, strict=strict)
+            torch.testing.assert_close(got, want, msg=context(where))
+    return run_checks("scores from values", trials, strict=strict, seed=seed)
 
 
-def check_row_mask(fn: Callable[[torch.Tensor, int], torch.Tensor], strict: bool = False) -> Result:
+def check_row_mask(fn: Callable[[torch.Tensor, int], torch.Tensor], strict: bool = False, *,
+        seed: int | None = None) -> Result:
     """``fn(s, window) -> bool [B, Hkv, K, K]``: causal row mode, query p keeps the
     ``min(w, p + 1)`` best keys among ``j <= p``, ranked by ``(s_j, j)`` descending (on equal
     scores the later key wins)."""
+    seed = resolve_seed(seed)
+
     def trials() -> None:
-        g, seed = _generator()
+        g = generator(seed)
         for s in _score_cases(g):
             for w in (1, 3, 5, s.shape[-1] + 2):
                 with forbid_package("dma_mask", mask_mod):
@@ -83,14 +78,17 @@ def check_row_mask(fn: Callable[[torch.Tensor, int], torch.Tensor], strict: bool
                         f"window={w}, scores {[round(x, 3) for x in s[b, h].tolist()]} (seed {seed}): "
                         f"query p={p} should {'keep' if want[b, h, p, j] else 'drop'} key j={j}"
                         + (" (a tie: the later key wins)" if (s[b, h, :p + 1] == s[b, h, j]).sum() > 1 else ""))
-    return run_checks("row-mode mask with the tie rule", trials, strict=strict)
+    return run_checks("row-mode mask with the tie rule", trials, strict=strict, seed=seed)
 
 
-def check_lifetimes(fn: Callable[[torch.Tensor, int], torch.Tensor], strict: bool = False) -> Result:
+def check_lifetimes(fn: Callable[[torch.Tensor, int], torch.Tensor], strict: bool = False, *,
+        seed: int | None = None) -> Result:
     """``fn(s, window) -> int64 [B, Hkv, K]``: ``e_j`` with ``keep(p, j) <=> j <= p < e_j``
     (``e_j = j`` if key j is never admitted, ``e_j = K`` if it is never evicted)."""
+    seed = resolve_seed(seed)
+
     def trials() -> None:
-        g, seed = _generator()
+        g = generator(seed)
         for s in _score_cases(g):
             for w in (1, 2, 4, s.shape[-1] + 1):
                 with forbid_package("key_lifetimes", lifetimes_mod):
@@ -104,4 +102,4 @@ def check_lifetimes(fn: Callable[[torch.Tensor, int], torch.Tensor], strict: boo
                     raise AssertionError(
                         f"window={w}, K={s.shape[-1]} (seed {seed}): e_{j} should be {int(want[b, h, j])}, "
                         f"got {int(got[b, h, j])} (e_j is the first position that no longer keeps j)")
-    return run_checks("key lifetimes", trials, strict=strict)
+    return run_checks("key lifetimes", trials, strict=strict, seed=seed)

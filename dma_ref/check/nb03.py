@@ -3,7 +3,6 @@ the score gradient summed over a query-head group."""
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable
 
 import torch
@@ -11,18 +10,7 @@ import torch
 from .. import naive as naive_mod
 from ..mask import dma_mask
 from ..naive import naive_dma_attention
-from ._core import Result, forbid_package, run_checks
-
-
-def _context(where: str) -> Callable[[str], str]:
-    """``assert_close`` message hook: prefix its report with the failing case."""
-    return lambda report: f"{where}: {report}"
-
-
-def _generator() -> tuple[torch.Generator, int]:
-    seed = secrets.randbits(31)
-    return torch.Generator().manual_seed(seed), seed
-
+from .core import Result, context, forbid_package, generator, resolve_seed, run_checks
 
 CONFIGS = [  # (B, Hq, Hkv, Q, K, D, window, mode)
     (1, 1, 1, 8, 8, 4, 3, "row"),
@@ -34,11 +22,14 @@ CONFIGS = [  # (B, Hq, Hkv, Q, K, D, window, mode)
 ]
 
 
-def check_naive_dma(fn: Callable[..., torch.Tensor], strict: bool = False) -> Result:
+def check_naive_dma(fn: Callable[..., torch.Tensor], strict: bool = False, *,
+        seed: int | None = None) -> Result:
     """``fn(q, k, v, s, window, mode) -> o``: causal DMA, scale ``D**-0.5``; GQA; Q <= K;
     empty rows (global mode) must give 0, not NaN."""
+    seed = resolve_seed(seed)
+
     def trials() -> None:
-        g, seed = _generator()
+        g = generator(seed)
         for B, Hq, Hkv, Q, K, D, w, mode in CONFIGS:
             q = torch.randn(B, Hq, Q, D, generator=g, dtype=torch.float64)
             k = torch.randn(B, Hkv, K, D, generator=g, dtype=torch.float64)
@@ -55,15 +46,18 @@ def check_naive_dma(fn: Callable[..., torch.Tensor], strict: bool = False) -> Re
             assert not torch.isnan(got).any(), f"NaN in the output ({mode} mode, w={w}): an empty row must give 0"
             where = (f"B={B}, Hq={Hq}, Hkv={Hkv}, Q={Q}, K={K}, D={D}, window={w}, mode={mode} "
                      f"(seed {seed})")
-            torch.testing.assert_close(got, want, msg=_context(where))
-    return run_checks("naive DMA from dense pieces", trials, strict=strict)
+            torch.testing.assert_close(got, want, msg=context(where))
+    return run_checks("naive DMA from dense pieces", trials, strict=strict, seed=seed)
 
 
-def check_dead_keys(fn: Callable[[torch.Tensor, int, str], torch.Tensor], strict: bool = False) -> Result:
+def check_dead_keys(fn: Callable[[torch.Tensor, int, str], torch.Tensor], strict: bool = False, *,
+        seed: int | None = None) -> Result:
     """``fn(s, window, mode) -> bool [B, Hkv, K]``: True for keys whose dk and dv rows are exactly
     zero after a causal DMA forward and backward (Q = K), whatever q, k, v and the loss."""
+    seed = resolve_seed(seed)
+
     def trials() -> None:
-        g, seed = _generator()
+        g = generator(seed)
         for B, Hkv, K, w in [(1, 1, 10, 3), (2, 2, 16, 4), (1, 1, 7, 7), (1, 3, 20, 2)]:
             for mode in ("row", "global"):
                 s = torch.randn(B, Hkv, K, generator=g)
@@ -80,15 +74,18 @@ def check_dead_keys(fn: Callable[[torch.Tensor, int, str], torch.Tensor], strict
                     raise AssertionError(
                         f"{mode} mode, window={w}, K={K} (seed {seed}): key {j} "
                         f"{'gets no gradient' if want[b, h, j] else 'is kept by some query, so it gets a gradient'}")
-    return run_checks("keys with no gradient", trials, strict=strict)
+    return run_checks("keys with no gradient", trials, strict=strict, seed=seed)
 
 
-def check_score_grad(fn: Callable[[torch.Tensor, int], torch.Tensor], strict: bool = False) -> Result:
+def check_score_grad(fn: Callable[[torch.Tensor, int], torch.Tensor], strict: bool = False, *,
+        seed: int | None = None) -> Result:
     """``fn(dlogits, Hkv) -> ds``: dlogits ``[B, Hq, Q, K]`` is the gradient of the loss with
     respect to the logits (zero where a key was not kept); the bias ``s_j`` of KV head h enters
     every logit of column j of the G query heads ``h*G .. h*G + G - 1``. Returns ds ``[B, Hkv, K]``."""
+    seed = resolve_seed(seed)
+
     def trials() -> None:
-        g, seed = _generator()
+        g = generator(seed)
         for B, Hq, Hkv, Q, K in [(1, 1, 1, 4, 6), (2, 4, 2, 5, 5), (1, 6, 3, 3, 7), (1, 4, 1, 2, 8)]:
             dlogits = torch.randn(B, Hq, Q, K, generator=g, dtype=torch.float64)
             dlogits[torch.rand(B, Hq, Q, K, generator=g) < 0.3] = 0.0
@@ -99,5 +96,5 @@ def check_score_grad(fn: Callable[[torch.Tensor, int], torch.Tensor], strict: bo
             (want,) = torch.autograd.grad(logits, s, dlogits)
             assert isinstance(got, torch.Tensor), f"return a torch.Tensor, got {type(got).__name__}"
             where = f"B={B}, Hq={Hq}, Hkv={Hkv}, Q={Q}, K={K} (seed {seed})"
-            torch.testing.assert_close(got, want, msg=_context(where))
-    return run_checks("score gradient over a GQA group", trials, strict=strict)
+            torch.testing.assert_close(got, want, msg=context(where))
+    return run_checks("score gradient over a GQA group", trials, strict=strict, seed=seed)

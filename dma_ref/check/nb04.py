@@ -4,22 +4,17 @@ tile, and the size of a query block's union of kept keys from the lifetimes."""
 from __future__ import annotations
 
 import math
-import secrets
 from collections.abc import Callable
 
 import torch
 
 from ..lifetimes import key_lifetimes, mask_from_lifetimes
 from ..tiling import online_softmax_finish, online_softmax_init, online_softmax_update
-from ._core import Result, run_checks
+from .core import Result, generator, resolve_seed, run_checks
 
 
-def _generator() -> tuple[torch.Generator, int]:
-    seed = secrets.randbits(31)
-    return torch.Generator().manual_seed(seed), seed
-
-
-def check_online_softmax_update(fn: Callable[..., tuple], strict: bool = False) -> Result:
+def check_online_softmax_update(fn: Callable[..., tuple], strict: bool = False, *,
+        seed: int | None = None) -> Result:
     """``fn(m, l, acc, x, v) -> (m, l, acc)``: one tile of online softmax.
 
     m ``[R]`` running max (``-inf`` before any kept logit), l ``[R]`` running sum of
@@ -28,8 +23,10 @@ def check_online_softmax_update(fn: Callable[..., tuple], strict: bool = False) 
     tiles are fully masked (the state must stay NaN-free). Checked state by state against
     ``dma_ref.tiling.online_softmax_update`` and, at the end, against a softmax of the full row.
     """
+    seed = resolve_seed(seed)
+
     def trials() -> None:
-        g, seed = _generator()
+        g = generator(seed)
         for R, D, sizes, magnitude in [(3, 4, [5, 2, 7], 1.0), (6, 8, [4, 4, 4, 4], 30.0),
                                        (4, 2, [3, 6], 1e4), (2, 3, [1, 1, 1], 5.0)]:
             xs = [torch.randn(R, C, generator=g, dtype=torch.float64) * magnitude for C in sizes]
@@ -55,15 +52,18 @@ def check_online_softmax_update(fn: Callable[..., tuple], strict: bool = False) 
             x_all, v_all = torch.cat(xs, 1), torch.cat(vs, 0)
             rows = torch.isfinite(x_all).any(1)
             torch.testing.assert_close(o[rows], torch.softmax(x_all[rows], -1) @ v_all)
-    return run_checks("online softmax update", trials, strict=strict)
+    return run_checks("online softmax update", trials, strict=strict, seed=seed)
 
 
-def check_union_size(fn: Callable[[torch.Tensor, int, int], int], strict: bool = False) -> Result:
+def check_union_size(fn: Callable[[torch.Tensor, int, int], int], strict: bool = False, *,
+        seed: int | None = None) -> Result:
     """``fn(e, p_min, p_max) -> int``: how many distinct keys the query positions
     ``p_min..p_max`` keep, from one head's lifetimes ``e [K]`` (key j is kept exactly by
     ``j <= p < e_j``). Use O(K) work: one test per key, no K x K mask."""
+    seed = resolve_seed(seed)
+
     def trials() -> None:
-        g, seed = _generator()
+        g = generator(seed)
         for K, w, BM in [(20, 3, 4), (50, 7, 16), (33, 40, 8), (64, 5, 1), (45, 10, 64)]:
             s = torch.randn(1, 1, K, generator=g)
             if K > 30:
@@ -77,4 +77,4 @@ def check_union_size(fn: Callable[[torch.Tensor, int, int], int], strict: bool =
                 got = int(got.item() if isinstance(got, torch.Tensor) else got)
                 assert got == want, (f"K={K}, w={w}, block p = {p_min}..{p_max} (seed {seed}): "
                                      f"got {got} keys, expected {want}")
-    return run_checks("union size of a query block", trials, strict=strict)
+    return run_checks("union size of a query block", trials, strict=strict, seed=seed)

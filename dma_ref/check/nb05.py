@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable
 
 import torch
@@ -11,23 +10,21 @@ import torch
 from ..lifetimes import key_lifetimes
 from ..mask import dma_mask
 from ..tiling import block_positions, union_keys
-from ._core import Result, run_checks
+from .core import Result, generator, resolve_seed, run_checks
 
 
-def _generator() -> tuple[torch.Generator, int]:
-    seed = secrets.randbits(31)
-    return torch.Generator().manual_seed(seed), seed
-
-
-def check_keep_test(fn: Callable[..., torch.Tensor], strict: bool = False) -> Result:
+def check_keep_test(fn: Callable[..., torch.Tensor], strict: bool = False, *,
+        seed: int | None = None) -> Result:
     """``fn(i, j, e_j, Q, K) -> bool [BM, BN]``: does query row ``i`` keep gathered key ``j``?
 
     i int64 ``[BM]`` query rows (row i sits at position ``K - Q + i``), j int64 ``[BN]`` key ids,
     e_j int64 ``[BN]`` their lifetimes. Checked on every (row block, key chunk) of random DMA
     masks with Q < K and Q = K against ``dma_mask``.
     """
+    seed = resolve_seed(seed)
+
     def trials() -> None:
-        g, seed = _generator()
+        g = generator(seed)
         for Q, K, w, BM, BN in [(12, 12, 3, 4, 4), (7, 25, 5, 4, 8), (1, 9, 2, 1, 3), (30, 30, 40, 16, 16),
                                 (10, 40, 6, 8, 5)]:
             s = torch.randn(1, 1, K, generator=g)
@@ -50,18 +47,21 @@ def check_keep_test(fn: Callable[..., torch.Tensor], strict: bool = False) -> Re
                             f"Q={Q}, K={K}, w={w} (seed {seed}): row i={int(i[a])} (position "
                             f"{K - Q + int(i[a])}), key j={int(j[c])} with e_j={int(e[j[c]])}: "
                             f"expected {bool(want[a, c])}")
-    return run_checks("keep test of a gathered tile", trials, strict=strict)
+    return run_checks("keep test of a gathered tile", trials, strict=strict, seed=seed)
 
 
-def check_union_lists(fn: Callable[..., tuple], strict: bool = False) -> Result:
+def check_union_lists(fn: Callable[..., tuple], strict: bool = False, *,
+        seed: int | None = None) -> Result:
     """``fn(e, block_m, Q) -> (offsets, indices)``: the unions of all query blocks in CSR form.
 
     e int64 ``[K]``; query block b holds rows ``b*block_m .. min(Q, (b+1)*block_m) - 1`` at
     positions ``K - Q + i``. offsets int64 ``[n_blocks + 1]`` with ``offsets[0] = 0``; block b's
     keys, ascending, are ``indices[offsets[b]:offsets[b+1]]``.
     """
+    seed = resolve_seed(seed)
+
     def trials() -> None:
-        g, seed = _generator()
+        g = generator(seed)
         for Q, K, w, BM in [(16, 16, 3, 4), (9, 30, 5, 4), (40, 40, 50, 16), (1, 12, 4, 8), (37, 37, 6, 16)]:
             e = key_lifetimes(torch.randn(1, 1, K, generator=g), w)[0, 0]
             got = fn(e.clone(), BM, Q)
@@ -76,4 +76,4 @@ def check_union_lists(fn: Callable[..., tuple], strict: bool = False) -> Result:
                 got_b = indices[int(offsets[b]):int(offsets[b + 1])].to(torch.int64)
                 assert torch.equal(got_b, want), (f"Q={Q}, K={K}, w={w}, block {b} (seed {seed}): got keys "
                                                   f"{got_b.tolist()}, expected {want.tolist()}")
-    return run_checks("union index lists", trials, strict=strict)
+    return run_checks("union index lists", trials, strict=strict, seed=seed)

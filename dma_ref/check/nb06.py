@@ -3,20 +3,15 @@
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable
 
 import torch
 
-from ._core import Result, run_checks
+from .core import Result, generator, resolve_seed, run_checks
 
 
-def _generator() -> tuple[torch.Generator, int]:
-    seed = secrets.randbits(31)
-    return torch.Generator().manual_seed(seed), seed
-
-
-def check_dS(fn: Callable[..., torch.Tensor], strict: bool = False) -> Result:
+def check_dS(fn: Callable[..., torch.Tensor], strict: bool = False, *,
+        seed: int | None = None) -> Result:
     """``fn(P, dP, o, dO) -> dS``: the logit gradient of one key chunk of a tiled backward.
 
     P ``[R, C]`` softmax probabilities of R query rows for C of their keys (a *chunk* of each
@@ -24,8 +19,10 @@ def check_dS(fn: Callable[..., torch.Tensor], strict: bool = False) -> Result:
     outputs and output gradients. Returns dS ``[R, C]``; compared with autograd of a full
     softmax-attention row.
     """
+    seed = resolve_seed(seed)
+
     def trials() -> None:
-        g, seed = _generator()
+        g = generator(seed)
         for R, K, D, chunk in [(3, 10, 4, slice(2, 6)), (5, 16, 8, slice(0, 16)), (4, 12, 2, slice(9, 12)),
                                (1, 7, 3, slice(3, 4))]:
             x = torch.randn(R, K, generator=g, dtype=torch.float64, requires_grad=True)
@@ -39,10 +36,11 @@ def check_dS(fn: Callable[..., torch.Tensor], strict: bool = False) -> Result:
             assert isinstance(got, torch.Tensor), f"return a torch.Tensor, got {type(got).__name__}"
             where = f"R={R}, K={K}, chunk {chunk.start}:{chunk.stop} of each row (seed {seed})"
             torch.testing.assert_close(got, dx[:, chunk], msg=lambda m, where=where: f"{where}: {m}")
-    return run_checks("dS of a gathered tile", trials, strict=strict)
+    return run_checks("dS of a gathered tile", trials, strict=strict, seed=seed)
 
 
-def check_ds_accumulate(fn: Callable[..., torch.Tensor], strict: bool = False) -> Result:
+def check_ds_accumulate(fn: Callable[..., torch.Tensor], strict: bool = False, *,
+        seed: int | None = None) -> Result:
     """``fn(ds, dS, idx) -> ds``: add one tile's contribution to the score gradient.
 
     ds float ``[K]`` (one KV head's running gradient), dS ``[G, BM, C]`` the logit gradients of
@@ -50,8 +48,10 @@ def check_ds_accumulate(fn: Callable[..., torch.Tensor], strict: bool = False) -
     Called once per (query block, key chunk) on overlapping unions; returns the updated ds
     (in place or new). The result must equal autograd's ``ds`` over all tiles.
     """
+    seed = resolve_seed(seed)
+
     def trials() -> None:
-        g, seed = _generator()
+        g = generator(seed)
         for K, G, BM, C, n_tiles in [(12, 1, 4, 3, 5), (20, 4, 2, 6, 8), (9, 2, 3, 9, 3), (30, 3, 5, 4, 10)]:
             ds = torch.zeros(K, dtype=torch.float64)
             s = torch.zeros(K, dtype=torch.float64, requires_grad=True)
@@ -67,4 +67,4 @@ def check_ds_accumulate(fn: Callable[..., torch.Tensor], strict: bool = False) -
             assert isinstance(ds, torch.Tensor), f"return a torch.Tensor, got {type(ds).__name__}"
             where = f"K={K}, G={G}, BM={BM}, C={C}, {n_tiles} tiles (seed {seed})"
             torch.testing.assert_close(ds, want, msg=lambda m, where=where: f"{where}: {m}")
-    return run_checks("ds accumulated from tiles", trials, strict=strict)
+    return run_checks("ds accumulated from tiles", trials, strict=strict, seed=seed)

@@ -2,27 +2,32 @@
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable
 
+import torch
+
 from .. import flops
-from ._core import Result, run_checks
+from .core import Result, generator, resolve_seed, run_checks
 
 
-def _random_cases(n: int, lo: int, hi: int) -> list[int]:
-    rng = secrets.SystemRandom()
-    return [rng.randint(lo, hi) for _ in range(n)]
+def _random_cases(n: int, lo: int, hi: int, g: torch.Generator) -> list[int]:
+    return torch.randint(lo, hi + 1, (n,), generator=g).tolist()
 
 
-def check_causal_flops(fn: Callable[[int, int, int], int], strict: bool = False) -> Result:
+def check_causal_flops(fn: Callable[[int, int, int], int], strict: bool = False, *,
+        seed: int | None = None) -> Result:
     """``fn(N, D, H) -> int``: forward matrix FLOPs of causal attention (Q = K = N, one batch).
 
     Every kept pair (j <= p) costs two length-D dot products, ``q·k`` and ``p·v``: 4·D FLOPs,
     per head; a causal head keeps ``N (N + 1) / 2`` pairs.
     """
+    seed = resolve_seed(seed)
+
     def trials() -> None:
+        g = generator(seed)
         cases = [(1, 1, 1), (2, 1, 1), (4, 8, 1), (4096, 128, 8), (1000, 64, 3)]
-        cases += list(zip(_random_cases(4, 1, 50000), _random_cases(4, 1, 256), _random_cases(4, 1, 32)))
+        cases += list(zip(_random_cases(4, 1, 50000, g), _random_cases(4, 1, 256, g),
+                          _random_cases(4, 1, 32, g)))
         for N, D, H in cases:
             got = fn(N, D, H)
             want = flops.attention_flops(flops.causal_pairs(N), D, H)
@@ -36,10 +41,11 @@ def check_causal_flops(fn: Callable[[int, int, int], int], strict: bool = False)
                 elif int(got) == want // 2:
                     hint = " (each pair needs two dot products: q.k and p.v)"
                 raise AssertionError(f"N={N}, D={D}, H={H}: expected {want}, got {got}{hint}")
-    return run_checks("FLOPs of causal attention", trials, strict=strict)
+    return run_checks("FLOPs of causal attention", trials, strict=strict, seed=seed)
 
 
-def check_crossover(fn: Callable[[int, int], int], strict: bool = False) -> Result:
+def check_crossover(fn: Callable[[int, int], int], strict: bool = False, *,
+        seed: int | None = None) -> Result:
     """``fn(w, BM) -> int``: the smallest N with ``N·(w + BM) <= N (N + 1) / 4``, i.e. the first
     length at which DMA's modelled work is at most half of dense causal attention's."""
     def brute(w: int, BM: int) -> int:
@@ -48,9 +54,12 @@ def check_crossover(fn: Callable[[int, int], int], strict: bool = False) -> Resu
             N += 1
         return N
 
+    seed = resolve_seed(seed)
+
     def trials() -> None:
+        g = generator(seed)
         cases = [(1, 1), (1024, 128), (256, 64), (4096, 128)]
-        cases += list(zip(_random_cases(3, 1, 3000), _random_cases(3, 1, 256)))
+        cases += list(zip(_random_cases(3, 1, 3000, g), _random_cases(3, 1, 256, g)))
         for w, BM in cases:
             got = fn(w, BM)
             want = brute(w, BM)
@@ -60,4 +69,4 @@ def check_crossover(fn: Callable[[int, int], int], strict: bool = False) -> Resu
                 raise AssertionError(f"w={w}, BM={BM}: the smallest such N is {want}, got {got} "
                                      f"(at N={int(got)}: DMA work {int(got) * (w + BM)}, half of "
                                      f"dense {int(got) * (int(got) + 1) / 4:.0f})")
-    return run_checks("DMA's crossover length", trials, strict=strict)
+    return run_checks("DMA's crossover length", trials, strict=strict, seed=seed)

@@ -3,27 +3,24 @@ keys survive to the end of the sequence."""
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable
 
 import torch
 
 from ..lab.tasks import ROLE_QUERY, ROLE_VALUE
 from ..lifetimes import key_lifetimes
-from ._core import Result, run_checks
+from .core import Result, generator, resolve_seed, run_checks
 
 
-def _generator() -> tuple[torch.Generator, int]:
-    seed = secrets.randbits(31)
-    return torch.Generator().manual_seed(seed), seed
-
-
-def check_pair_attention(fn: Callable[[torch.Tensor, torch.Tensor], float], strict: bool = False) -> Result:
+def check_pair_attention(fn: Callable[[torch.Tensor, torch.Tensor], float], strict: bool = False, *,
+        seed: int | None = None) -> Result:
     """``fn(probs [N, N], roles int8 [N]) -> float``: the attention mass that query rows put on
     pair tokens (roles key or value, i.e. ``roles <= ROLE_VALUE``), averaged over the query rows
     (``roles == ROLE_QUERY``)."""
+    seed = resolve_seed(seed)
+
     def trials() -> None:
-        g, seed = _generator()
+        g = generator(seed)
         for N in (6, 17, 40):
             probs = torch.softmax(torch.randn(N, N, generator=g) * 2, dim=-1)
             roles = torch.randint(0, 4, (N,), generator=g).to(torch.int8)
@@ -33,14 +30,17 @@ def check_pair_attention(fn: Callable[[torch.Tensor, torch.Tensor], float], stri
             got = fn(probs.clone(), roles.clone())
             got = float(got.item() if isinstance(got, torch.Tensor) else got)
             assert abs(got - want) < 1e-5, f"N={N} (seed {seed}): expected {want:.4f}, got {got:.4f}"
-    return run_checks("attention on pair tokens at the queries", trials, strict=strict)
+    return run_checks("attention on pair tokens at the queries", trials, strict=strict, seed=seed)
 
 
-def check_survivors(fn: Callable[[torch.Tensor, int], torch.Tensor], strict: bool = False) -> Result:
+def check_survivors(fn: Callable[[torch.Tensor, int], torch.Tensor], strict: bool = False, *,
+        seed: int | None = None) -> Result:
     """``fn(s [K], window) -> bool [K]``: True for the keys kept by the last query (row mode,
     causal), i.e. the keys never evicted (``e_j = K``). Ties: the later key wins."""
+    seed = resolve_seed(seed)
+
     def trials() -> None:
-        g, seed = _generator()
+        g = generator(seed)
         # Fixed ties first (random ties alone let a solution without the tie rule pass by luck):
         # all scores equal (the last w keys survive), and a tie across the w-th place.
         fixed = [torch.zeros(10), torch.tensor([2.0, 1.0, 1.0, 0.0, 1.0, 0.0])]
@@ -56,4 +56,4 @@ def check_survivors(fn: Callable[[torch.Tensor, int], torch.Tensor], strict: boo
             bad = (got != want).nonzero().flatten().tolist()
             assert not bad, (f"K={K}, window={w}{', with ties' if tie else ''} (seed {seed}): key {bad[0]} "
                              f"{'survives' if want[bad[0]] else 'is evicted before the end'}")
-    return run_checks("keys that survive to the end", trials, strict=strict)
+    return run_checks("keys that survive to the end", trials, strict=strict, seed=seed)

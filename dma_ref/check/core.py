@@ -1,0 +1,111 @@
+"""The machinery shared by the exercise checkers: results, seeds, messages, forbidden calls.
+
+Every checker draws its random inputs from one seed, reported in its verdict: pass it back
+(``check_x(fn, seed=...)``) to replay exactly the inputs of a failure. Without ``seed=`` the seed
+is read from torch's global generator (which it leaves as it was), so ``torch.manual_seed``
+before the call, as the tests do, makes a run reproducible too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+
+_MISSING = object()
+
+
+def resolve_seed(seed: int | None) -> int:
+    """``seed``, or one read from torch's global generator when None, without advancing it (a
+    checker never changes the random numbers of the cells after it)."""
+    if seed is None:
+        state = torch.random.get_rng_state()
+        try:
+            return int(torch.randint(0, 2**31 - 1, ()).item())
+        finally:
+            torch.random.set_rng_state(state)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    return seed
+
+
+def generator(seed: int) -> torch.Generator:
+    """A CPU generator seeded with ``seed``: the checker's only source of randomness."""
+    return torch.Generator().manual_seed(seed)
+
+
+def context(where: str) -> Callable[[str], str]:
+    """``torch.testing.assert_close`` message hook: prefix its report with the failing case."""
+    return lambda report: f"{where}: {report}"
+
+
+@dataclass
+class Result:
+    """Outcome of one exercise check; ``bool(result)`` is True when solved."""
+
+    name: str
+    passed: bool
+    message: str
+    seed: int | None = None
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def __repr__(self) -> str:
+        seed = "" if self.seed is None else f" [seed={self.seed}]"
+        return f"{self.name}: {'PASSED' if self.passed else 'NOT YET'} - {self.message}{seed}"
+
+
+def run_checks(name: str, trials: Callable[[], None], *, strict: bool = False, quiet: bool = False,
+               seed: int | None = None) -> Result:
+    """Run ``trials`` (which asserts); turn the outcome into a :class:`Result` that names
+    ``seed``, the seed its inputs came from.
+
+    ``strict=True`` re-raises the failure as ``AssertionError`` (for tests).
+    """
+    try:
+        trials()
+        result = Result(name, True, "all checks passed", seed)
+    except NotImplementedError:
+        result = Result(name, False, "not attempted yet: replace the `raise NotImplementedError`",
+                        seed)
+    except Exception as err:  # noqa: BLE001 - any wrong answer or crash of the learner's code is "not yet"
+        result = Result(name, False, f"{type(err).__name__}: {err}", seed)
+    if not quiet:
+        print(repr(result))
+    if strict and not result.passed:
+        raise AssertionError(repr(result))
+    return result
+
+
+@contextlib.contextmanager
+def forbid(message: str, *places: tuple[object, str]) -> Iterator[None]:
+    """While the learner's function runs, calling any ``owner.name`` of ``places`` raises
+    ``AssertionError(message)``: an exercise that asks to build X must not call the package's X.
+
+    The checker computes its reference outside this block. Owners are modules or classes
+    (``(torch.Tensor, "softmax")``: the method is inherited from a C base, so it is shadowed and
+    the shadow removed afterwards).
+    """
+    def forbidden(*args, **kwargs):
+        raise AssertionError(message)
+    saved = [(owner, name, vars(owner).get(name, _MISSING)) for owner, name in places]
+    for owner, name, _ in saved:
+        setattr(owner, name, forbidden)
+    try:
+        yield
+    finally:
+        for owner, name, old in reversed(saved):
+            if old is _MISSING:
+                delattr(owner, name)
+            else:
+                setattr(owner, name, old)
+
+
+def forbid_package(name: str, home, message: str | None = None):
+    """``forbid`` the package function ``dma_ref.<name>`` and its home module's ``home.<name>``."""
+    import dma_ref
+    message = message or f"write it yourself: the exercise is to build {name}, not to call it"
+    return forbid(message, (dma_ref, name), (home, name))
