@@ -13,8 +13,9 @@ import sys
 import torch
 from dma_ref.kernels import block_key_lists, build_plan, rank_keys
 from dma_ref.kernels.ranks import lifetimes_from_thresholds, thresholds_unchecked
-from dma_ref.lab.bench.timing import graphed
 from triton.testing import do_bench
+
+from dma_ref.lab.bench.timing import graphed
 
 
 def profile(N: int, W: int) -> None:
