@@ -1,4 +1,6 @@
-"""How much work attention must do: pairs, FLOPs, bytes and the two floors (figures/bench/PERF_NOTES.md).
+"""How much work attention must do: pairs, FLOPs, bytes and the two floors.
+
+The numbers behind figures/bench/PERF_NOTES.md.
 
 A (query, key) *pair* is one logit. Per pair and query head the forward does two dot products
 of length D (``q·k`` and ``p·v``): 4·D FLOPs. The backward recomputes ``q·k`` and does four
@@ -86,16 +88,9 @@ def attention_bytes(N: int, D: int, Hq: int, Hkv: int, B: int = 1, *, backward: 
     fwd = q + kv + s + q + lse                     # read q, k, v, s; write o, lse
     if not backward:
         return fwd
-    bwd = (q + kv + s + q + q + lse) + (q + kv + s)  # read q, k, v, s, o, dO, lse; write dq, dk, dv, ds
+    # read q, k, v, s, o, dO, lse; write dq, dk, dv, ds
+    bwd = (q + kv + s + q + q + lse) + (q + kv + s)
     return fwd + bwd
-
-
-def gathered_kv_bytes(N: int, window: int, D: int, Hkv: int, B: int = 1, BM: int = 128,
-                      elem: int = 2) -> int:
-    """K and V bytes the block-gather forward actually reads: one union per query block and
-    KV head (the G query heads of a group share it), when nothing is served from L2."""
-    keys = dma_union_keys(N, window, BM)
-    return 2 * B * Hkv * keys * D * elem
 
 
 @dataclass(frozen=True)
@@ -116,7 +111,8 @@ class Floor:
         return "compute" if self.compute_ms >= self.memory_ms else "memory"
 
 
-def floor(flops: int, nbytes: int, *, tflops: float = MATMUL_TFLOPS, tbps: float = COPY_TBPS) -> Floor:
+def floor(flops: int, nbytes: int, *, tflops: float = MATMUL_TFLOPS,
+          tbps: float = COPY_TBPS) -> Floor:
     """``Floor`` from a FLOP and a byte count and the two measured ceilings."""
     return Floor(flops, nbytes, flops / (tflops * 1e12) * 1e3, nbytes / (tbps * 1e12) * 1e3)
 

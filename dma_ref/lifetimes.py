@@ -70,7 +70,10 @@ def mask_from_lifetimes(e: torch.Tensor, q_len: int | None = None, *,
     None: Q = K). For checks, pictures and the benchmark's dense baselines (in row chunks)."""
     K = e.shape[-1]
     Q = K if q_len is None else q_len
-    p = query_positions(Q, K, e.device) if first is None else torch.arange(first, first + Q, device=e.device)
+    if first is None:
+        p = query_positions(Q, K, e.device)
+    else:
+        p = torch.arange(first, first + Q, device=e.device)
     p = p[:, None]
     j = torch.arange(K, device=e.device)[None, :]
     return (j <= p) & (p < e[:, :, None, :])

@@ -7,9 +7,9 @@ before any kernel is defined).
   return_lse=False, fwd_config=None, bwd_config=None, deterministic=False,
   check_values=None)``: op.py (custom operators, autograd), forward.py and backward.py (the
   kernels and their launchers), tiles.py (their shared tile code), launch.py (tile shapes,
-  autotuning), reduce.py (the deterministic backward's reduction). Any head dim that is a multiple
-  of 8 up to 256; the backward adds dk, dv, ds atomically unless ``deterministic=True``. No host
-  synchronisation on CUDA (CUDA graphs can capture it) unless ``deterministic=True``, two custom operators for
+  autotuning), reduce.py (the deterministic backward's reduction). Any head dim that is a
+  multiple of 8 up to 256; the backward adds dk, dv, ds atomically unless ``deterministic=True``.
+  No host synchronisation on CUDA (CUDA graphs can capture it), two custom operators for
   ``torch.compile`` (no graph break), tiles autotuned on CUDA (``FWD_TUNING``, ``BWD_TUNING``).
 * The mask builder, timed separately by the benchmark: ``build_thresholds(s, w)`` (theta_p,
   the w-th best rank so far) and ``build_lifetimes(s, w)`` (the exact ``e_j`` of DESIGN.md 3.5,

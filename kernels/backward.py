@@ -21,7 +21,8 @@ The deterministic path (``DETERMINISTIC``) stores each tile's contributions inst
 visited (program, slot) into partial buffers PK, PV ``[rows, D]`` and PS ``[rows]`` fp32: block
 qb of program pid owns the rows ``(pid n_qb + qb) R + [0, R)``, the list slots first (``LIST_W``
 of them: slot c holds the c-th listed key), then ``BLOCK_Q`` diagonal slots (slot ``LIST_W + t``
-holds key ``p0 + t``). ``reduce.reduce_partials_kernel`` then sums the rows of each key in a fixed order.
+holds key ``p0 + t``). ``reduce.reduce_partials_kernel`` then sums the rows of each key in a
+fixed order.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def _bwd_tile(q, do, dq, lse2, delta, Kp, Vp, Sp, Ep, DK, DV, DS, kv_base, s_bas
               PREC: tl.constexpr, DS_F32: tl.constexpr, DETERMINISTIC: tl.constexpr):
     d = tl.arange(0, HEAD_DP)
     k, v, koff, x = tile_logits(q, Kp, Vp, Sp, Ep, kv_base, s_base, j, col_ok, p, qk_scale,
-                                 HEAD_D, HEAD_DP, TEST_COLS, TEST_CAUSAL, TEST_E, PREC)
+                                HEAD_D, HEAD_DP, TEST_COLS, TEST_CAUSAL, TEST_E, PREC)
     # Not kept: x = -inf, so P = 2^(x - lse) = 0 (empty rows have lse2 = +inf: P = 0 too).
     pt = tl.exp2(x - lse2[:, None])
     dp = tl.dot(do, tl.trans(v), input_precision=PREC)
@@ -110,7 +111,7 @@ def dma_bwd_kernel(Qp, Kp, Vp, Sp, Ep, IDX, START, CNT, DOp, LSE, DLSE, O32, DQ,
     kv_base = bh * n_k * HEAD_D
     s_base = bh * n_k
     dq = tl.zeros([M, HEAD_DP], tl.float32)
-    row0 = (pid.to(tl.int64) * n_qb + qb) * (LIST_W + BLOCK_Q)      # first partial row (DETERMINISTIC)
+    row0 = (pid.to(tl.int64) * n_qb + qb) * (LIST_W + BLOCK_Q)   # first partial row (DETERMINISTIC)
 
     lst, n_list = list_bounds(START, CNT, bh, qb, n_qb, n_k, p0, CAUSAL, DENSE)
     if DENSE:
@@ -151,7 +152,7 @@ def dma_backward(do, q, k, v, s, o, lse, plan: KeyPlan, scale: float, cfg: Kerne
     o: the forward output in fp32 (``dma_forward(..., keep_fp32=True)``) for an accurate Delta
     (computed inside the kernel).
     ``deterministic``: partial buffers and a fixed-order reduction instead of atomic adds
-    (sparse plans only; see backward.py; its head packing is not tuned, the partial rows
+    (sparse plans only; see the module docstring; its head packing is not tuned, the partial rows
     depend on it). ``dlse``: the gradient of lse ``[B, Hq, Q]``, if any."""
     B, Hq, Q, D = q.shape
     Hkv, K = k.shape[1], k.shape[2]
@@ -168,16 +169,16 @@ def dma_backward(do, q, k, v, s, o, lse, plan: KeyPlan, scale: float, cfg: Kerne
         rows = B * Hkv * n_hg * plan.n_qb * (list_w + plan.block_q)
         pk = torch.empty(rows, D, dtype=torch.float32, device=q.device)
         pv, ps = torch.empty_like(pk), torch.empty(rows, dtype=torch.float32, device=q.device)
-    consts = {"BLOCK_Q": plan.block_q, "HEAD_D": D, "HEAD_DP": padded_head_dim(D), "CAUSAL": plan.causal,
-              "DENSE": plan.dense, "USE_E": plan.use_e, "PREC": precision(q.dtype),
-              "DS_F32": q.dtype == torch.float16, "DETERMINISTIC": deterministic,
-              "HAS_DLSE": dlse is not None}
+    consts = {"BLOCK_Q": plan.block_q, "HEAD_D": D, "HEAD_DP": padded_head_dim(D),
+              "CAUSAL": plan.causal, "DENSE": plan.dense, "USE_E": plan.use_e,
+              "PREC": precision(q.dtype), "DS_F32": q.dtype == torch.float16,
+              "DETERMINISTIC": deterministic, "HAS_DLSE": dlse is not None}
     args = (q, k, v, s, plan.e, plan.idx, plan.start, plan.count, do, lse,
             lse if dlse is None else dlse, o, dq,
             *((pk, pv, ps) if deterministic else (dk, dv, ds)),
             Q, K, G, plan.n_qb, scale * LOG2E.value, scale, list_w, plan.n_qb.bit_length())
     launch(dma_bwd_kernel, "bwd", cfg, GH, plan.n_qb, B * Hkv, G, args, consts,
-            tune=not deterministic)
+           tune=not deterministic)
     if deterministic:
         reduce_partials(pk, pv, ps, key_map, n_hg, K, dk, dv, ds)
     return dq, dk, dv, ds

@@ -40,7 +40,7 @@ def _fwd_tile(q, acc, m_i, l_i, Kp, Vp, Sp, Ep, kv_base, s_base, j, col_ok, p, q
               HEAD_D: tl.constexpr, HEAD_DP: tl.constexpr, TEST_COLS: tl.constexpr,
               TEST_CAUSAL: tl.constexpr, TEST_E: tl.constexpr, PREC: tl.constexpr):
     _k, v, _koff, x = tile_logits(q, Kp, Vp, Sp, Ep, kv_base, s_base, j, col_ok, p, qk_scale,
-                                   HEAD_D, HEAD_DP, TEST_COLS, TEST_CAUSAL, TEST_E, PREC)
+                                  HEAD_D, HEAD_DP, TEST_COLS, TEST_CAUSAL, TEST_E, PREC)
     m_new = tl.maximum(m_i, tl.max(x, 1))
     m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)      # no -inf - -inf
     alpha = tl.exp2(m_i - m_ref)
@@ -127,7 +127,8 @@ def scores_fp32(s: torch.Tensor) -> torch.Tensor:
 
 def dma_forward(q, k, v, s, plan: KeyPlan, scale: float, cfg: KernelConfig, GH: int,
                 keep_fp32: bool = False):
-    """Launch the forward (s ``[B, Hkv, K]`` contiguous, any float dtype). Returns ``(o [B, Hq, Q, D] in q's dtype, lse [B, Hq, Q] fp32, o32)``;
+    """Launch the forward (s ``[B, Hkv, K]`` contiguous, any float dtype). Returns
+    ``(o [B, Hq, Q, D] in q's dtype, lse [B, Hq, Q] fp32, o32)``;
     ``o32`` is o in fp32 when ``keep_fp32`` and q is not fp32 (for the backward's Delta), else o.
     GH: query heads packed per program (at most; the autotuner may halve it)."""
     s = scores_fp32(s)
@@ -138,9 +139,9 @@ def dma_forward(q, k, v, s, plan: KeyPlan, scale: float, cfg: KernelConfig, GH: 
     store32 = keep_fp32 and q.dtype != torch.float32
     o32 = torch.empty(q.shape, dtype=torch.float32, device=q.device) if store32 else o
     lse = torch.empty(B, Hq, Q, dtype=torch.float32, device=q.device)
-    consts = {"BLOCK_Q": plan.block_q, "HEAD_D": D, "HEAD_DP": padded_head_dim(D), "CAUSAL": plan.causal,
-              "DENSE": plan.dense, "USE_E": plan.use_e, "PREC": precision(q.dtype),
-              "STORE_O32": store32}
+    consts = {"BLOCK_Q": plan.block_q, "HEAD_D": D, "HEAD_DP": padded_head_dim(D),
+              "CAUSAL": plan.causal, "DENSE": plan.dense, "USE_E": plan.use_e,
+              "PREC": precision(q.dtype), "STORE_O32": store32}
     args = (q, k, v, s, plan.e, plan.idx, plan.start, plan.count, o, o32, lse,
             Q, K, G, plan.n_qb, scale * LOG2E.value, plan.n_qb.bit_length())
     launch(dma_fwd_kernel, "fwd", cfg, GH, plan.n_qb, B * Hkv, G, args, consts)

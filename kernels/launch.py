@@ -18,7 +18,8 @@ import triton
 
 from dma_ref.numerics import cdiv, next_pow2
 
-# Every multiple of 8 up to 256, as FlashAttention and SDPA take (the kernels pad to a power of two).
+# Every multiple of 8 up to 256, as FlashAttention and SDPA take (the kernels pad to a power of
+# two).
 HEAD_DIMS = tuple(range(8, 257, 8))
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
@@ -92,6 +93,8 @@ def tile_shape(cfg: KernelConfig, G: int, Q: int) -> tuple[int, int]:
 
 
 def precision(dtype: torch.dtype) -> str:
+    """``tl.dot``'s input precision for inputs of ``dtype``: "ieee" (fp32 products) for fp32,
+    "tf32" for fp16 and bf16."""
     return "ieee" if dtype == torch.float32 else "tf32"
 
 
@@ -101,12 +104,15 @@ def warps_for(cfg: KernelConfig, GH: int, block_q: int) -> int:
 
 
 def interpreting() -> bool:
+    """Whether the Triton interpreter runs the kernels (``TRITON_INTERPRET=1``, set by
+    ``dma_ref.setup_device()`` on a CPU)."""
     return os.environ.get("TRITON_INTERPRET") == "1"
 
 
 # ------------------------------------------------------------------------------ autotuning
 
 def candidates(name: str) -> list:
+    """``FWD_TUNING`` (``name == "fwd"``) or ``BWD_TUNING`` as ``triton.Config`` objects."""
     tuning = FWD_TUNING if name == "fwd" else BWD_TUNING
     return [triton.Config({"BLOCK_N": n, "SPLIT": split}, num_warps=w, num_stages=s)
             for n, w, s, split in tuning]
@@ -127,8 +133,8 @@ def smem_bytes(block_n: int, rows: int, D: int, elt: int, stages: int, backward:
 def prune_configs(configs, named_args, **kwargs):
     """The candidates for one launch, with the head packing made concrete (``GH`` = the
     call's ``GH_MAX`` / split). Dropped: tiles whose shared memory (``smem_bytes``) exceeds
-    ``SMEM_BYTES`` or whose K/V rows are wider than ``max_block_n`` allows, and 8 warps on fewer than 64 rows (overhead
-    only)."""
+    ``SMEM_BYTES`` or whose K/V rows are wider than ``max_block_n`` allows, and 8 warps on fewer
+    than 64 rows (overhead only)."""
     D = kwargs["HEAD_DP"]
     backward = "DS_F32" in kwargs
     elt = element_bytes(named_args["Qp"].dtype, backward)
@@ -197,7 +203,7 @@ def tuner(name: str, kernel) -> Tuner:
 
 
 def launch(kernel, name: str, cfg: KernelConfig, GH: int, n_qb: int, BH: int, G: int,
-            args: tuple, consts: dict, tune: bool = True) -> None:
+           args: tuple, consts: dict, tune: bool = True) -> None:
     """Launch ``kernel`` over ``(n_qb, BH * ceil(G / GH))`` programs: with the config's tile,
     or autotuned (``cfg.block_n`` None on CUDA, ``tune``): BLOCK_N, warps, stages and the head
     packing (GH or GH / 2). Under the interpreter ``INTERP_CONFIG``'s tile; with

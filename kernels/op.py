@@ -64,11 +64,11 @@ def _cfg(values) -> KernelConfig:
     return KernelConfig(rows, block_n or None, warps, stages, heads)
 
 
-def forward_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Tensor, window: int,
-              causal: bool, scale: float, mode: str, fwd_config: list[int], bwd_config: list[int],
-              deterministic: bool, keep_fp32: bool
-              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
-                         torch.Tensor, torch.Tensor]:
+def forward_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Tensor,
+                 window: int, causal: bool, scale: float, mode: str, fwd_config: list[int],
+                 bwd_config: list[int], deterministic: bool, keep_fp32: bool
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                            torch.Tensor, torch.Tensor]:
     """``(o, lse, o32, e, idx, start, count)``: the output, its lse, o in fp32 for the backward
     (empty unless ``keep_fp32`` and q is not fp32) and the plan's tensors."""
     fwd_cfg = _cfg(fwd_config)
@@ -104,11 +104,11 @@ def _(q, k, v, s, window, causal, scale, mode, fwd_config, bwd_config, determini
 
 
 def backward_impl(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-              s: torch.Tensor, o32: torch.Tensor, lse: torch.Tensor, dlse: torch.Tensor | None,
-              e: torch.Tensor, idx: torch.Tensor, start: torch.Tensor, count: torch.Tensor,
-              window: int, causal: bool, mode: str, fwd_config: list[int], bwd_config: list[int],
-              scale: float, deterministic: bool
-              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                  s: torch.Tensor, o32: torch.Tensor, lse: torch.Tensor,
+                  dlse: torch.Tensor | None, e: torch.Tensor, idx: torch.Tensor,
+                  start: torch.Tensor, count: torch.Tensor, window: int, causal: bool, mode: str,
+                  fwd_config: list[int], bwd_config: list[int], scale: float, deterministic: bool
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(dq, dk, dv, ds)`` in the dtypes of q, k, v, s."""
     Q = q.shape[2]
     G = q.shape[1] // k.shape[1]
@@ -157,7 +157,7 @@ def _grads(ctx, do, dlse, bwd):
 
 
 attention_fwd.register_autograd(lambda ctx, do, dlse, *_: _grads(ctx, do, dlse, attention_bwd),
-                                 setup_context=_setup_context)
+                                setup_context=_setup_context)
 
 
 class _Eager(torch.autograd.Function):
@@ -195,13 +195,14 @@ def dma_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Te
 
     ``check_values``: reject NaN or +inf scores with a ``ValueError``. That check reads s back to
     the host (a synchronisation, which stalls the launch queue and cannot be captured in a CUDA
-    graph), so the default (None) checks on the CPU and skips on CUDA and under ``torch.compile``. Unchecked, a NaN or +inf
-    score ranks first and turns every row that keeps it into NaN: never a silent wrong value.
+    graph), so the default (None) checks on the CPU and skips on CUDA and under
+    ``torch.compile``. Unchecked, a NaN or +inf score ranks first and turns every row that keeps
+    it into NaN: never a silent wrong value.
     Shapes, dtypes and devices are always checked (on the host, for free).
 
-    No host synchronisation, no data-dependent sizes (except with ``deterministic=True``, whose
-    reduction selects the written partial rows on the host): the call can be captured in a CUDA graph
-    (after one warm-up call, which autotunes the kernels) and traced by ``torch.compile`` without
+    No host synchronisation, no data-dependent sizes (``deterministic=True`` included): the call
+    can be captured in a CUDA graph (after one warm-up call, which autotunes the kernels) and
+    traced by ``torch.compile`` without
     a graph break (two custom operators, ``dma_ref::attention_fwd`` and ``attention_bwd``; eager
     calls run the same functions through a plain ``autograd.Function``).
     """

@@ -119,7 +119,7 @@ def _block_list(R, ORDER, THETA, IDX, START, CNT, n_k, p_first, n_qb, W, block_q
             tl.store(out + n + tl.cumsum(keep.to(tl.int32), 0) - 1, j, mask=keep)
             n += tl.sum(keep.to(tl.int32), 0)
     tl.store(CNT + bh * n_qb + b, n)
-    tl.store(START + bh * n_qb + b, (bh * n_qb + b) * W)                # int64: BH nQB W may pass 2^31
+    tl.store(START + bh * n_qb + b, (bh * n_qb + b) * W)       # int64: BH nQB W may pass 2^31
 
 
 @triton.jit
@@ -134,7 +134,7 @@ def block_lists_kernel(R, ORDER, THETA, IDX, START, CNT, n_k, p_first, n_qb, W, 
 def plan_kernel(R, ORDER, THETA, E, IDX, START, CNT, n_k, p_first, n_qb, W, block_q, w, n_eb,
                 LOG_K: tl.constexpr, E_BLOCK: tl.constexpr, TILE: tl.constexpr):
     """Row mode, one launch for both consumers of theta: programs ``[0, n_eb)`` compute the
-    lifetimes (lifetimes.py), the next ``n_qb`` the key lists (launches cost the host ~60 us
+    lifetimes (ranks.py), the next ``n_qb`` the key lists (launches cost the host ~60 us
     each on the H200's machine, more than either part's GPU time at N <= 16K)."""
     i = tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
@@ -146,7 +146,8 @@ def plan_kernel(R, ORDER, THETA, E, IDX, START, CNT, n_k, p_first, n_qb, W, bloc
 
 
 def _list_buffers(BH: int, n_qb: int, W: int, dev: torch.device):
-    """Uninitialised ``(idx int32 [BH * nQB * W], start int64 [BH, nQB], count int32 [BH, nQB])``."""
+    """Uninitialised ``(idx int32 [BH * nQB * W], start int64 [BH, nQB],
+    count int32 [BH, nQB])``."""
     return (torch.empty(BH * n_qb * W, dtype=torch.int32, device=dev),
             torch.empty(BH, n_qb, dtype=torch.int64, device=dev),
             torch.empty(BH, n_qb, dtype=torch.int32, device=dev))
@@ -196,7 +197,7 @@ def plan_shapes(BH: int, K: int, q_len: int, window: int, *, causal: bool, block
                 lists: bool | None = None) -> tuple[bool, dict]:
     """``(dense, {"e", "idx", "start", "count": (shape, dtype)})`` of the plan ``build_plan``
     makes for ``BH = B * Hkv`` heads, from the sizes alone (the fake tensors of the custom
-    operator in autograd.py use it; no size ever depends on the scores)."""
+    operator in op.py use it; no size ever depends on the scores)."""
     n_qb = cdiv(q_len, block_q)
     none = ((0,), torch.int32)
     lists_of = {"start": ((BH, n_qb), torch.int64), "count": ((BH, n_qb), torch.int32)}

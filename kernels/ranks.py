@@ -30,7 +30,6 @@ Global mode needs no thresholds: its theta is the constant w - 1 (``block_key_li
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
@@ -42,7 +41,20 @@ from dma_ref.mask import key_ranks
 from dma_ref.numerics import cdiv, next_pow2
 from dma_ref.validate import check_score_values, check_tensor, check_window
 
-__all__ = ["KeyRanks", "build_lifetimes", "build_thresholds", "global_lifetimes", "rank_keys"]
+from .launch import interpreting
+
+__all__ = [
+    "KeyRanks",
+    "build_lifetimes",
+    "build_thresholds",
+    "global_lifetimes",
+    "global_lifetimes_from_ranks",
+    "lifetimes_from_thresholds",
+    "lifetimes_of",
+    "on_triton",
+    "rank_keys",
+    "thresholds_unchecked",
+]
 
 
 @triton.jit
@@ -149,7 +161,7 @@ def lifetimes_of(R, THETA, E, n_k, c, bh, LOG_K: tl.constexpr, BLOCK: tl.constex
 @triton.jit
 def lifetimes_kernel(R, THETA, E, n_k, LOG_K: tl.constexpr, BLOCK: tl.constexpr):
     """One program: ``e_j`` for BLOCK keys. R, THETA int32 ``[BH, K]``; E int32 ``[BH, K]`` out.
-    (``build_plan`` runs the same code fused with the key lists: blocks.py ``plan_kernel``.)"""
+    (``build_plan`` runs the same code fused with the key lists: plan.py ``plan_kernel``.)"""
     lifetimes_of(R, THETA, E, n_k, tl.program_id(0), tl.program_id(1).to(tl.int64), LOG_K, BLOCK)
 
 
@@ -189,7 +201,7 @@ def _sizes(K: int, block_t: int | None, table_t: int | None, chunk: int | None):
 def rank_keys(s: torch.Tensor, *, block_t: int | None = None, table_t: int | None = None,
               chunk: int | None = None) -> KeyRanks:
     """Ranks of the keys of s ``[B, Hkv, K]`` (one sort and ``ranks_kernel``), for the
-    thresholds and for the key lists of blocks.py. No value check (that costs a host sync)."""
+    thresholds and for the key lists of plan.py. No value check (that costs a host sync)."""
     B, Hh, K = s.shape
     BH, dev = B * Hh, s.device
     T, TB, BJ = _sizes(K, block_t, table_t, chunk)
@@ -230,7 +242,8 @@ def lifetimes_from_thresholds(r: torch.Tensor, theta: torch.Tensor) -> torch.Ten
 
 
 def on_triton(x: torch.Tensor) -> bool:
-    return x.device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
+    """Whether Triton kernels can run on ``x``: it is on CUDA, or the interpreter is on."""
+    return x.device.type == "cuda" or interpreting()
 
 
 def build_thresholds(s: torch.Tensor, window: int, *, block_t: int | None = None,

@@ -3,7 +3,8 @@
 With ``deterministic=True`` the backward kernel stores one partial row of dK, dV, ds per visited
 (program, slot) instead of adding atomically (backward.py); ``slot_keys`` says which key each
 partial row belongs to, ``reduce_partials`` sums them per key in row order (the same bits on
-every run). The boolean selection of written rows makes this path synchronise with the host.
+every run). Every size is known on the host (no boolean selection, no ``bincount``): the path
+never waits for the GPU and can be captured in a CUDA graph like the atomic one.
 """
 
 from __future__ import annotations
@@ -64,17 +65,21 @@ def slot_keys(plan: KeyPlan, BH: int, Q: int, K: int) -> tuple[int, torch.Tensor
 
 
 def reduce_partials(pk, pv, ps, key_map, n_hg: int, K: int, dk, dv, ds) -> None:
-    """dk, dv, ds (fp32, written in place) = the sum of each key's partial rows, in row order."""
+    """dk, dv, ds (fp32, written in place) = the sum of each key's partial rows, in row order.
+
+    pk, pv fp32 ``[rows, D]``, ps fp32 ``[rows]``: the partial buffers; key_map int64
+    ``[BH, nQB, R]`` (``slot_keys``); n_hg head groups per KV head; dk, dv fp32 ``[B, Hkv, K, D]``,
+    ds fp32 ``[B, Hkv, K]``."""
     BH, n_qb, R = key_map.shape
+    n_keys, dev = BH * K, key_map.device
     km = key_map[:, None].expand(BH, n_hg, n_qb, R).reshape(BH, -1)           # partial row order
-    key = torch.where(km >= 0, km + torch.arange(BH, device=km.device)[:, None] * K, -1).flatten()
-    keep = key >= 0
-    rows = torch.arange(key.numel(), device=key.device)[keep]
-    key = key[keep]
-    key_sorted, order = torch.sort(key, stable=True)          # stable: each key's rows ascending
-    cnt = torch.bincount(key_sorted, minlength=BH * K)
-    off = torch.cumsum(cnt, 0) - cnt
+    # Rows never written (-1) get the key n_keys: they sort after every real key and no program
+    # reads them. Fixed sizes throughout, so nothing waits for the GPU.
+    key = torch.where(km >= 0, km + torch.arange(BH, device=dev)[:, None] * K, n_keys).flatten()
+    key_sorted, rows = torch.sort(key, stable=True)          # stable: each key's rows ascending
+    bounds = torch.searchsorted(key_sorted, torch.arange(n_keys + 1, device=dev))
+    off, cnt = bounds[:-1], bounds[1:] - bounds[:-1]
     D = dk.shape[-1]
-    reduce_partials_kernel[(BH * K,)](pk, pv, ps, rows[order].contiguous(), off, cnt,
-                                      dk.view(BH * K, D), dv.view(BH * K, D), ds.view(BH * K),
+    reduce_partials_kernel[(n_keys,)](pk, pv, ps, rows, off, cnt, dk.view(n_keys, D),
+                                      dv.view(n_keys, D), ds.view(n_keys),
                                       HEAD_D=D, HEAD_DP=padded_head_dim(D), num_warps=1)

@@ -20,7 +20,7 @@ LN2 = tl.constexpr(0.6931471805599453)
 
 @triton.jit
 def load_rows(ptr, row_off, ok, d, HEAD_D: tl.constexpr, HEAD_DP: tl.constexpr,
-               MASKED: tl.constexpr):
+              MASKED: tl.constexpr):
     """``ptr[row_off[r] + d]`` as an ``[R, HEAD_DP]`` tile; rows with ``ok = False`` (when
     ``MASKED``) and the padded columns ``d >= HEAD_D`` read as zeros."""
     offs = row_off[:, None] + d[None, :]
@@ -48,7 +48,7 @@ def store_rows(ptr, row_off, ok, d, x, HEAD_D: tl.constexpr, HEAD_DP: tl.constex
 
 @triton.jit
 def keep_pairs(x, j, col_ok, p, Ep, e_base, TEST_COLS: tl.constexpr, TEST_CAUSAL: tl.constexpr,
-          TEST_E: tl.constexpr):
+               TEST_E: tl.constexpr):
     """``x`` with the pairs that are not kept set to -inf: only the tests a tile needs."""
     if TEST_COLS or TEST_CAUSAL or TEST_E:
         keep = tl.full(x.shape, 1, tl.int1)
@@ -65,8 +65,8 @@ def keep_pairs(x, j, col_ok, p, Ep, e_base, TEST_COLS: tl.constexpr, TEST_CAUSAL
 
 @triton.jit
 def tile_logits(q, Kp, Vp, Sp, Ep, kv_base, s_base, j, col_ok, p, qk_scale,
-                 HEAD_D: tl.constexpr, HEAD_DP: tl.constexpr, TEST_COLS: tl.constexpr,
-                 TEST_CAUSAL: tl.constexpr, TEST_E: tl.constexpr, PREC: tl.constexpr):
+                HEAD_D: tl.constexpr, HEAD_DP: tl.constexpr, TEST_COLS: tl.constexpr,
+                TEST_CAUSAL: tl.constexpr, TEST_E: tl.constexpr, PREC: tl.constexpr):
     """The K and V rows of keys ``j`` and the logits ``x = log2(e) (scale q.k + s_j)`` of the
     tile, -inf where the pair is not kept (shared by the forward and the backward)."""
     d = tl.arange(0, HEAD_DP)

@@ -12,8 +12,7 @@ Times, replayed from CUDA graphs (ms, median of triton.testing.do_bench):
   addresses (racy, wrong values: a timing probe only);
 - ``bwd_no_write``: the same with the stores masked off by a condition the compiler cannot
   decide (``scale < 0``): all the dot products, none of the dK / dV / ds traffic;
-- ``bwd_deterministic_eager``: the partial buffers and the fixed-order reduction, eager (its
-  reduction indexes with a boolean mask: not capturable in a graph).
+- ``bwd_deterministic``: the partial buffers and the fixed-order reduction.
 
 The variants are source copies of ``backward.py`` with the three ``tl.atomic_add`` lines
 replaced, written to a temporary folder (alive while the script runs: Triton reads a kernel's
@@ -31,8 +30,9 @@ import torch
 from dma_ref.kernels import build_plan
 from dma_ref.kernels.forward import dma_forward
 from dma_ref.kernels.launch import KernelConfig, tile_shape
-from dma_ref.lab.bench.timing import graphed
 from triton.testing import do_bench
+
+from dma_ref.lab.bench.timing import graphed
 
 VARIANTS = tempfile.TemporaryDirectory(prefix="dma_probe_bwd_")
 
@@ -88,7 +88,7 @@ def probe(n: int) -> dict[str, float]:
             out[f"bwd_{name}"] = do_bench(graphed(bwd()))
         finally:
             bw.dma_bwd_kernel = shipped
-    out["bwd_deterministic_eager"] = do_bench(bwd(True))   # boolean indexing: not capturable
+    out["bwd_deterministic"] = do_bench(graphed(bwd(True)))
     return out
 
 

@@ -50,8 +50,9 @@ from dma_ref.kernels import FWD_CONFIG, build_plan
 from dma_ref.kernels.forward import dma_forward
 from dma_ref.kernels.launch import TUNERS, fit_config, tile_shape
 from dma_ref.kernels.op import forward_impl
-from dma_ref.lab.bench.timing import graphed
 from triton.testing import do_bench
+
+from dma_ref.lab.bench.timing import graphed
 
 
 def graph_ms(fn) -> float:
@@ -74,7 +75,8 @@ def split(n: int) -> dict:
     out["kernel_s_bf16"] = graph_ms(lambda: dma_forward(qn, kn, vn, sb, plan, 0.088, cfg, GH, True))
     out["tile_bf16"] = tile()
     s32 = sb.float()
-    out["kernel_s_fp32"] = graph_ms(lambda: dma_forward(qn, kn, vn, s32, plan, 0.088, cfg, GH, True))
+    out["kernel_s_fp32"] = graph_ms(lambda: dma_forward(qn, kn, vn, s32, plan, 0.088, cfg, GH,
+                                                        True))
     out["tile_fp32"] = tile()
     return {**out,
             "fwd_impl": graph_ms(lambda: forward_impl(qn, kn, vn, sb, W, True, 0.088, "row",

@@ -3,10 +3,11 @@
     python scripts/sweep_tiles.py [N ...]          (STEPS=sweep bash scripts/gpu_session.sh)
 
 B = 1, Hq = 8, Hkv = 2 (the 4 heads of a group packed per program), D = 128, bf16, w = 1024, on a
-prebuilt plan. Each tile is (rows = 4 x BLOCK_Q, keys per tile, warps, pipeline stages); ``FWD_TUNING`` /
-``BWD_TUNING`` in kernels/launch.py are the autotuner's candidates, and this sweep is how new
-ones earn a place there. Eager ``triton.testing.do_bench`` medians (ms): at these sizes one launch
-costs far more GPU time than host time. A tile that does not compile or fit prints its error.
+prebuilt plan. Each tile is (rows = 4 x BLOCK_Q, keys per tile, warps, pipeline stages);
+``FWD_TUNING`` / ``BWD_TUNING`` in kernels/launch.py are the autotuner's candidates, and this
+sweep is how new ones earn a place there. Eager ``triton.testing.do_bench`` medians (ms): at
+these sizes one launch costs far more GPU time than host time. A tile that does not compile or
+fit prints its error.
 """
 
 import sys

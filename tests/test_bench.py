@@ -55,7 +55,8 @@ def test_unmeasured_record_needs_a_reason():
     assert rec["fwd_ms"] is None and rec["note"] == "OOM"
 
 
-@pytest.mark.skipif(not (ROOT / "figures/bench/h200.json").exists(), reason="no recorded results yet")
+@pytest.mark.skipif(not (ROOT / "figures/bench/h200.json").exists(),
+                    reason="no recorded results yet")
 def test_recorded_results_follow_the_schema():
     records = json.loads((ROOT / "figures/bench/h200.json").read_text())
     assert records, "h200.json is empty"
@@ -67,8 +68,8 @@ def test_recorded_results_follow_the_schema():
 
 def test_bench_without_cuda_exits_nonzero_with_a_clear_message():
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
-    proc = subprocess.run([sys.executable, "-m", "dma_ref.lab.bench", "--n", "4096"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
+    proc = subprocess.run([sys.executable, "-m", "dma_ref.lab.bench", "--n", "4096"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode != 0
     assert "needs a CUDA GPU" in proc.stderr
 
@@ -82,7 +83,8 @@ def test_fill_missing_completes_the_grid():
 
 
 def test_cli_parsing():
-    args = bench_run.parse_args(["--n", "4096", "--window", "256", "dense", "--d", "64", "--fwd-only"])
+    args = bench_run.parse_args(["--n", "4096", "--window", "256", "dense", "--d", "64",
+                                 "--fwd-only"])
     assert args.n == [4096] and args.windows == [256, None] and args.d == [64] and args.fwd_only
     assert bench.windows_for(4096, [256, 1024, 4096, None]) == [256, 1024, 4096]
     assert bench.windows_for(65536, [256, None]) == [256, 65536]
@@ -93,9 +95,37 @@ def test_cli_parsing():
 
 
 def test_time_cap_prediction_scales_quadratically():
-    hist = {("sdpa_cudnn", 128, 1024, 4096, "fwd"): 1.0, ("sdpa_cudnn", 128, 1024, 16384, "fwd"): 10.0}
-    assert bench_run.predicted_ms(hist, "sdpa_cudnn", 128, 1024, 65536, "fwd") == pytest.approx(160.0)
+    hist = {("sdpa_cudnn", 128, 1024, 4096, "fwd"): 1.0,
+            ("sdpa_cudnn", 128, 1024, 16384, "fwd"): 10.0}
+    pred = bench_run.predicted_ms(hist, "sdpa_cudnn", 128, 1024, 65536, "fwd")
+    assert pred == pytest.approx(160.0)
     assert bench_run.predicted_ms(hist, "sdpa_cudnn", 128, 1024, 4096, "fwd") is None
+
+
+def test_resume_reuses_each_w_independent_result_from_its_measured_record():
+    recs = [record("sdpa_cudnn", 4096, 256, note="k, v repeated"),
+            record("sdpa_cudnn", 4096, 1024,
+                   note="k, v repeated; independent of w: measured once per (D, N), at w=256"),
+            record("sdpa_flash", 4096, 4096, note="dense regime (w >= N); k, v repeated"),
+            record("sdpa_efficient_bias", 4096, 256, note="bias build"),
+            record("dma_triton", 4096, 256),
+            record("sdpa_cudnn", 16384, 256, note="other N")]
+    once = bench_run.resumed_once(recs, 128, 4096, once_from=65536)
+    assert set(once) == {"sdpa_cudnn", "sdpa_flash"}
+    assert (once["sdpa_cudnn"].window, once["sdpa_cudnn"].notes) == (256, ["k, v repeated"])
+    assert once["sdpa_flash"].notes == ["k, v repeated"]       # the regime belongs to the window
+    assert "sdpa_efficient_bias" in bench_run.resumed_once(recs, 128, 4096, once_from=4096)
+
+
+def test_resume_of_the_recorded_results_finds_the_measured_windows():
+    recs = json.loads((ROOT / "figures" / "bench" / "h200.json").read_text())
+    copies = [r for r in recs if "independent of w: measured once" in r["note"]]
+    assert copies
+    for r in copies:
+        m = bench_run.resumed_once(recs, r["D"], r["N"], once_from=65536)[r["method"]]
+        assert f"at w={m.window}" in r["note"]
+        assert (m.fwd_ms, m.fwdbwd_ms, m.peak_mem_bytes) == (r["fwd_ms"], r["fwdbwd_ms"],
+                                                             r["peak_mem_bytes"])
 
 
 # ----------------------------------------------------------------------------- FLOPs, bytes
@@ -136,7 +166,8 @@ def test_flops_bytes_and_floor():
     # N = D = Hq = Hkv = 1, bf16: read q, k, v, s (2 + 4 + 2), write o (2) and fp32 lse (4)
     assert flops.attention_bytes(1, 1, 1, 1) == 14
     assert flops.attention_bytes(1, 1, 1, 1, scores=False) == 12
-    assert flops.attention_bytes(1, 1, 1, 1, backward=True) == 14 + (2 + 4 + 2 + 2 + 2 + 4) + (2 + 4 + 2)
+    want = 14 + (2 + 4 + 2 + 2 + 2 + 4) + (2 + 4 + 2)
+    assert flops.attention_bytes(1, 1, 1, 1, backward=True) == want
     f = flops.floor(790_000_000_000, 4_300_000_000)          # 1 ms of each
     assert f.compute_ms == pytest.approx(1.0) and f.memory_ms == pytest.approx(1.0)
     assert flops.floor(10**12, 1).bound == "compute" and flops.floor(1, 10**12).bound == "memory"
@@ -215,6 +246,7 @@ def test_plot_functions_draw_every_measured_method(tmp_path, monkeypatch):
     fig = perf.plot_speedup_vs_window(recs, D=64)
     assert len(fig.axes[0].lines) == 3 + 1                   # one line per N + the y = 1 line
     saved = []
-    monkeypatch.setattr(perf, "save_figure", lambda f, name: saved.append(tmp_path / name) or tmp_path / name)
+    monkeypatch.setattr(perf, "save_figure",
+                        lambda f, name: saved.append(tmp_path / name) or tmp_path / name)
     paths = perf.make_all(recs)
     assert len(paths) == 8 and all(str(p).endswith(".png") for p in paths)

@@ -1,7 +1,7 @@
 """``dma_attention`` under ``torch.compile`` and as ``torch.library`` custom operators.
 
 The kernels run behind two custom operators (``dma_ref::attention_fwd`` / ``attention_bwd``,
-kernels/autograd.py) with fake implementations, so that dynamo traces a model calling
+kernels/op.py) with fake implementations, so that dynamo traces a model calling
 ``dma_attention`` as one graph (``fullgraph=True`` fails on any graph break). Here the compiled
 graphs run on the CPU through the Triton interpreter with the ``aot_eager`` backend (the graph
 capture and AOT autograd are what is tested; inductor's code generation is exercised on the GPU,

@@ -1,4 +1,4 @@
-"""The kernels' mask builder (kernels/lifetimes.py, kernels/blocks.py) against the references.
+"""The kernels' mask builder (kernels/ranks.py, kernels/plan.py) against the references.
 
 * ``build_thresholds`` must equal theta_p (the w-th smallest rank of each prefix, sorted
   directly) and ``build_lifetimes`` ``dma_ref.key_lifetimes`` (heap reference) exactly, on

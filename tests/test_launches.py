@@ -15,6 +15,7 @@ import dma_ref.kernels.backward as backward_mod
 import dma_ref.kernels.forward as forward_mod
 import dma_ref.kernels.plan as plan_mod
 import dma_ref.kernels.ranks as ranks_mod
+import dma_ref.kernels.reduce as reduce_mod
 import pytest
 import torch
 from dma_ref.kernels import build_plan, dma_attention
@@ -44,7 +45,7 @@ class CountOps(TorchDispatchMode):
 
 @pytest.fixture
 def triton_launches(monkeypatch):
-    """Replace every Triton kernel of the forward path by a counter of its launches."""
+    """Replace every Triton kernel of the forward and backward by a counter of its launches."""
     launches = Counter()
 
     class Fake:
@@ -59,7 +60,8 @@ def triton_launches(monkeypatch):
     for module, name in [(ranks_mod, "ranks_kernel"), (ranks_mod, "thresholds_kernel"),
                          (ranks_mod, "lifetimes_kernel"), (plan_mod, "block_lists_kernel"),
                          (plan_mod, "plan_kernel"),
-                         (forward_mod, "dma_fwd_kernel"), (backward_mod, "dma_bwd_kernel")]:
+                         (forward_mod, "dma_fwd_kernel"), (backward_mod, "dma_bwd_kernel"),
+                         (reduce_mod, "reduce_partials_kernel")]:
         monkeypatch.setattr(module, name, Fake(name))
     return launches
 
@@ -112,3 +114,40 @@ def test_backward_is_the_buffers_the_casts_and_one_kernel(triton_launches):
     assert sum(mode.ops.values()) <= 7, dict(mode.ops)
     assert not HOST_SYNC & set(mode.ops), dict(mode.ops)
     assert triton_launches["dma_bwd_kernel"] == 1
+
+
+# Operators whose output size depends on values: the host waits for the GPU to learn it.
+SIZE_FROM_VALUES = {"nonzero", "bincount", "unique", "_unique2", "unique_consecutive",
+                    "masked_select"}
+
+
+class FindSyncs(TorchDispatchMode):
+    """The operators that make the host wait for the GPU: scalar reads, and sizes that depend on
+    values (``SIZE_FROM_VALUES``, boolean indexing)."""
+
+    def __init__(self):
+        super().__init__()
+        self.found = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        if name in HOST_SYNC or name in SIZE_FROM_VALUES:
+            self.found.append(name)
+        if name in ("index", "index_put", "index_put_") and any(
+                isinstance(i, torch.Tensor) and i.dtype == torch.bool
+                for i in (args[1] if len(args) > 1 else ())):
+            self.found.append(f"{name} with a boolean mask")
+        return func(*args, **(kwargs or {}))
+
+
+def test_deterministic_backward_never_waits_for_the_gpu(triton_launches):
+    """deterministic=True: fixed-size buffers and a fixed-size reduction (capturable in a CUDA
+    graph like the atomic path)."""
+    q, k, v, s = (t.requires_grad_() for t in inputs())
+    o = dma_attention(q, k, v, s, 32, deterministic=True, check_values=False)
+    do = torch.randn_like(o)
+    with FindSyncs() as mode:
+        torch.autograd.grad(o, (q, k, v, s), do)
+    assert not mode.found, mode.found
+    assert triton_launches["dma_bwd_kernel"] == 1
+    assert triton_launches["reduce_partials_kernel"] == 1

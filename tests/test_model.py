@@ -8,10 +8,15 @@ import torch
 from dma_ref import dense_attention, dma_mask
 from dma_ref.lab.tasks import mqar
 from dma_ref.mask import sliding_window_mask
-from dma_ref.nn import ModelConfig, TinyLM, load_checkpoint, save_checkpoint
-from dma_ref.paths import REPO_ROOT
-
-CHECKPOINT = REPO_ROOT / "dma_ref" / "data" / "mqar_dma.pt"
+from dma_ref.nn import (
+    CHECKPOINT,
+    DMAAttention,
+    ModelConfig,
+    TinyLM,
+    backend_for,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 
 def tiny(attn: str, **kw) -> TinyLM:
@@ -88,6 +93,40 @@ def test_attention_maps(attn):
             assert (mask.sum(-1) == torch.arange(16).clamp(max=3) + 1).all()
         elif attn == "swa":
             assert torch.equal(mask, sliding_window_mask(16, 4).expand_as(mask))
+
+
+@pytest.mark.parametrize("attn", ["mha", "swa", "dma"])
+def test_core_is_a_hookable_parameter_free_child(attn):
+    """``attn.core(q, k, v, s) -> o [B, Hq, N, D]`` is the whole attention between the
+    projections: a forward hook on it sees every layer once, and it adds no state-dict keys."""
+    model = tiny(attn).eval()
+    seen = []
+    hooks = [b.attn.core.register_forward_hook(lambda m, a, o: seen.append((a, o)))
+             for b in model.blocks]
+    x = torch.randint(0, 32, (2, 12))
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    assert len(seen) == 2
+    (q, k, v, s), o = seen[0]
+    assert o.shape == q.shape == k.shape == v.shape == (2, 4, 12, 8)
+    assert (s is None) == (attn != "dma")
+    assert not any(".core" in key for key in model.state_dict())
+    assert not list(model.blocks[0].attn.core.parameters())
+    with torch.no_grad():
+        attn_layer = model.blocks[0].attn
+        h = model.blocks[0].norm1(model.embed(x))
+        torch.testing.assert_close(attn_layer.output(attn_layer.core(*attn_layer.project(h))),
+                                   attn_layer(h))
+
+
+def test_one_backend_rule():
+    assert backend_for("cpu") == "naive" and backend_for(None) == "naive"
+    assert backend_for("cuda") == "triton" and backend_for(torch.device("cuda", 1)) == "triton"
+    model = TinyLM(ModelConfig(vocab_size=32, d_model=32, n_heads=4), device="cpu")
+    assert all(b.attn.backend == "naive" for b in model.blocks)
+    assert isinstance(model.blocks[0].attn, DMAAttention)
 
 
 def test_checkpoint_roundtrip(tmp_path):

@@ -81,8 +81,8 @@ def test_gpu_mqar_table_matches_results_gpu_json():
 
 
 @pytest.mark.parametrize("printed, value, ok", [
-    ("0.28", 0.282, True), ("0.28", 0.286, False), ("22.6x", 22.56, True), ("1.39e6", 1388010, True),
-    ("0.50e6", 499047, True), ("0.50e6", 506000, False), ("7%", 0.0677, True), ("30 s", 29.5, True),
-    ("30 s", 31.0, False)])
+    ("0.28", 0.282, True), ("0.28", 0.286, False), ("22.6x", 22.56, True),
+    ("1.39e6", 1388010, True), ("0.50e6", 499047, True), ("0.50e6", 506000, False),
+    ("7%", 0.0677, True), ("30 s", 29.5, True), ("30 s", 31.0, False)])
 def test_agrees_rounds_as_printed(printed, value, ok):
     assert agrees(printed, value) is ok

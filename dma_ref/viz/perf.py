@@ -2,8 +2,8 @@
 
     python -m dma_ref.viz.perf                 # regenerate figures/bench/*.png from the JSON
 
-A record is one dict with the keys of ``dma_ref.lab.bench.records.RECORD_KEYS``; a null time means the
-method was not measured (its note says why: OOM, time cap, not available). Pure functions
+A record is one dict with the keys of ``dma_ref.lab.bench.records.RECORD_KEYS``; a null time
+means the method was not measured (its note says why: OOM, time cap, not available). Pure functions
 select and compute; the ``plot_*`` functions return a matplotlib figure and draw nothing else.
 """
 
@@ -127,7 +127,8 @@ def plot_time_vs_n(records: list[dict], *, D: int = 128, window: int | str = 102
                 dense = [flops.config_floors(N, None, D, Hq, Hkv, backward=bwd).ms for N in ns]
                 ax.plot(ns, dense, "--", color="#1f77b4", alpha=0.5, label="floor: dense causal")
                 ws = [N if window == "dense" else min(int(window), N) for N in ns]
-                dma = [flops.config_floors(N, w, D, Hq, Hkv, backward=bwd).ms for N, w in zip(ns, ws)]
+                dma = [flops.config_floors(N, w, D, Hq, Hkv, backward=bwd).ms
+                       for N, w in zip(ns, ws)]
                 ax.plot(ns, dma, "--", color="#d62728", alpha=0.5, label="floor: DMA work")
         _log_axes(ax, "sequence length N", "median time (ms)",
                   f"{PHASE_LABEL[phase]}, D={D}, w={window}")
@@ -263,17 +264,19 @@ def make_all(records: list[dict], folder: str = "bench") -> list[Path]:
     """Save the standard plots under ``figures/<folder>/`` and return their paths."""
     paths = []
     for D in sorted({r["D"] for r in records}, reverse=True):
-        for name, fig in ((f"time_vs_n_d{D}_w1024", plot_time_vs_n(records, D=D, window=1024)),
-                          (f"time_vs_n_d{D}_dense", plot_time_vs_n(records, D=D, window="dense")),
-                          (f"speedup_vs_n_d{D}_w1024", plot_speedup_vs_n(records, D=D, window=1024)),
-                          (f"speedup_vs_w_d{D}", plot_speedup_vs_window(records, D=D))):
+        figs = ((f"time_vs_n_d{D}_w1024", plot_time_vs_n(records, D=D, window=1024)),
+                (f"time_vs_n_d{D}_dense", plot_time_vs_n(records, D=D, window="dense")),
+                (f"speedup_vs_n_d{D}_w1024", plot_speedup_vs_n(records, D=D, window=1024)),
+                (f"speedup_vs_w_d{D}", plot_speedup_vs_window(records, D=D)))
+        for name, fig in figs:
             paths.append(save_figure(fig, f"{folder}/{name}.png"))
             plt.close(fig)
     return paths
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m dma_ref.viz.perf", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m dma_ref.viz.perf",
+                                description=__doc__.split("\n")[0])
     p.add_argument("--json", type=Path, default=DEFAULT_JSON)
     args = p.parse_args(argv)
     for path in make_all(load_records(args.json)):

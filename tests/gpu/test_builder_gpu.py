@@ -1,4 +1,4 @@
-"""The compiled mask builder (kernels/lifetimes.py, kernels/blocks.py) on a GPU at long lengths.
+"""The compiled mask builder (kernels/ranks.py, kernels/plan.py) on a GPU at long lengths.
 
 The CPU suite checks the same kernels under the Triton interpreter up to K = 1024; here the
 compiled kernels must equal the heap reference ``dma_ref.key_lifetimes`` exactly at K up to

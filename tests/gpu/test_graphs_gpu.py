@@ -30,17 +30,19 @@ def fresh(B, Hq, Hkv, N, D, dtype=torch.bfloat16):
     return q, k, v, s, do
 
 
-# (N, D, w): sparse lists, the list-free path (2w >= K), the dense path (w >= K), a padded D
-@pytest.mark.parametrize("N,D,w", [(4096, 128, 256), (2048, 64, 1500), (2048, 128, 4096),
-                                   (3000, 96, 300)])
-def test_training_step_in_a_cuda_graph(N, D, w):
+# (N, D, w, deterministic): sparse lists, the list-free path (2w >= K), the dense path
+# (w >= K), a padded D, and the deterministic backward (partial rows, fixed-order reduction)
+@pytest.mark.parametrize("N,D,w,deterministic", [(4096, 128, 256, False), (2048, 64, 1500, False),
+                                                 (2048, 128, 4096, False), (3000, 96, 300, False),
+                                                 (3000, 96, 300, True)])
+def test_training_step_in_a_cuda_graph(N, D, w, deterministic):
     from dma_ref.kernels import dma_attention
 
     static = [t.clone() for t in fresh(1, 8, 2, N, D)]
     leaves = [t.requires_grad_(True) for t in static[:4]]
 
     def step():
-        o = dma_attention(*leaves, w)
+        o = dma_attention(*leaves, w, deterministic=deterministic)
         return (o, *torch.autograd.grad(o, leaves, static[4]))
 
     side = torch.cuda.Stream()
@@ -63,7 +65,9 @@ def test_training_step_in_a_cuda_graph(N, D, w):
         for name, g, e in zip(("o", "dq", "dk", "dv", "ds"), captured, want):
             # o and dq are deterministic; dk, dv, ds differ in the order of fp32 atomics only
             err = rel_err(g, e)
-            print(f"graph N={N} D={D} w={w} {name}: replay vs eager {err:.1e}")
+            print(f"graph N={N} D={D} w={w} det={deterministic} {name}: replay vs eager {err:.1e}")
+            if deterministic:
+                assert torch.equal(g, e), name
             assert err < (1e-6 if name in ("o", "dq") else 1e-3), name
 
 

@@ -157,7 +157,8 @@ def official_available() -> tuple[bool, str]:
         from flash_sparse_attn.flash_sparse_attn_triton import triton_sparse_attn_func  # noqa: F401
         return True, f"flash-sparse-attn {flash_sparse_attn.__version__}"
     except Exception as err:  # noqa: BLE001 - any import failure means "not available"
-        return False, f"not available: flash-sparse-attn not importable ({type(err).__name__}: {err})"
+        return False, ("not available: flash-sparse-attn not importable "
+                       f"({type(err).__name__}: {err})")
 
 
 def prepare_official_triton(case: Case, w: int, timer: Timer) -> Prepared:

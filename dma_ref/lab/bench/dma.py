@@ -33,7 +33,8 @@ def prepare_dma_triton(case: Case, w: int, timer: Timer) -> Prepared:
         # forward's query-block size (the call's own tile choice), and the lifetime scan alone.
         cfg = fit_config(FWD_CONFIG, q.shape[-1], q.dtype, backward=False)
         tile = (cfg, *tile_shape(cfg, case.G, q.shape[2]))             # (cfg, GH, BLOCK_Q)
-        notes.append(f"build_ms={timer(lambda: build_plan(sd, w, q.shape[2], block_q=tile[2])):.4f}")
+        build_ms = timer(lambda: build_plan(sd, w, q.shape[2], block_q=tile[2]))
+        notes.append(f"build_ms={build_ms:.4f}")
         notes.append(f"lifetimes_ms={timer(lambda: build_lifetimes(sd, w)):.4f}")
     except (ImportError, AttributeError) as err:
         notes.append(f"builder not timed ({err})")

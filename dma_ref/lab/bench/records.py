@@ -16,10 +16,8 @@ DENSE_METHODS = ("sdpa_cudnn", "sdpa_flash")           # no mask, no bias: indep
 # Visits every tile whatever the mask (the mask lives in a dense bias): its cost does not depend
 # on w, so from --once-from on it is measured at one window and recorded for the others.
 W_INDEPENDENT = ("sdpa_efficient_bias",)
-# Seen on the H200 (run 2, 2026-11-28): at N = 65536 (D = 128, w = 256) the official kernel
-# raised "CUDA error: an illegal memory access", which poisons the CUDA context and ends the
-# process. Its dense [B, H, N, N] mask has N^2 >= 2^31 elements there; int32 offset arithmetic
-# overflowing is the likely cause (not proven). It is not launched at such N.
+# The official kernel is not launched when N^2 >= 2^31: it crashed there (figures/bench/
+# PERF_NOTES.md), and a crash poisons the CUDA context and ends the whole run.
 OFFICIAL_CRASH = {"official_triton": "error: CUDA illegal memory access at N=65536 (run 2); not "
                                      "launched when N^2 >= 2^31 (its [B,H,N,N] mask offsets "
                                      "likely overflow int32)"}
@@ -63,7 +61,8 @@ def validate_record(rec: dict) -> None:
             raise ValueError(f"{key} must be null or a positive finite number; got {t!r}")
     if rec["peak_mem_bytes"] is not None and (not isinstance(rec["peak_mem_bytes"], int)
                                               or rec["peak_mem_bytes"] < 0):
-        raise ValueError(f"peak_mem_bytes must be null or a non-negative int; got {rec['peak_mem_bytes']!r}")
+        raise ValueError("peak_mem_bytes must be null or a non-negative int; "
+                         f"got {rec['peak_mem_bytes']!r}")
     if not isinstance(rec["note"], str) or not isinstance(rec["causal"], bool):
         raise TypeError("note must be a str and causal a bool")
     if rec["fwd_ms"] is None and not rec["note"]:

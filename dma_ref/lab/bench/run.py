@@ -1,10 +1,12 @@
-"""The benchmark's driver: every (D, N, w, method) of the grid, one record each, written as it goes."""
+"""The benchmark's driver: every (D, N, w, method) of the grid, one record each, written as it
+goes."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -39,13 +41,16 @@ from .records import (
 )
 from .timing import Timer
 
+DENSE_REGIME = "dense regime (w >= N)"
 PREPARE = {"dma_triton": prepare_dma_triton, "sdpa_cudnn": prepare_sdpa_cudnn,
            "sdpa_flash": prepare_sdpa_flash, "sdpa_efficient_bias": prepare_sdpa_efficient_bias,
            "flex_blockmask": prepare_flex_blockmask, "official_triton": prepare_official_triton}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m dma_ref.lab.bench", description="DMA's Triton kernel against every anchor, on the same inputs.")
+    p = argparse.ArgumentParser(prog="python -m dma_ref.lab.bench",
+                                description="DMA's Triton kernel against every anchor, on the "
+                                            "same inputs.")
     p.add_argument("--n", type=int, nargs="+", default=list(DEFAULT_N), help="sequence lengths")
     p.add_argument("--window", nargs="+", default=list(DEFAULT_WINDOWS),
                    help="windows w; 'dense' means w = N (the dense regime)")
@@ -67,7 +72,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-check", action="store_true", help="skip the correctness checks")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON output path")
     p.add_argument("--resume", type=Path, default=None,
-                   help="records of an earlier, interrupted run: kept, and their grid points skipped")
+                   help="records of an earlier, interrupted run: kept, and their grid points "
+                        "skipped")
     args = p.parse_args(argv)
     args.windows = parse_windows(args.window)
     if args.hq % args.hkv:
@@ -75,12 +81,48 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+@dataclass
+class Measured:
+    """One method measured at one window: times (ms), peak memory, and the notes of its setup and
+    checks (not the regime note, which belongs to each record's own window)."""
+
+    fwd_ms: float | None
+    fwdbwd_ms: float | None
+    peak_mem_bytes: int | None
+    notes: list[str]
+    window: int
+
+
+def measured_once(method: str, N: int, once_from: int) -> bool:
+    """Whether the method's result does not depend on w, so one measurement per (D, N) serves
+    every window (the dense methods always, the bias method from ``--once-from`` on)."""
+    return method in DENSE_METHODS or (method in W_INDEPENDENT and N >= once_from)
+
+
+def resumed_once(records: list[dict], D: int, N: int, once_from: int) -> dict[str, Measured]:
+    """The w-independent results at (D, N) among an earlier run's records: per method the first
+    timed record, the measured one (its copies for the other windows come after it). Its note is
+    kept whole, less the regime note ``run`` writes first on a record at w >= N."""
+    out: dict[str, Measured] = {}
+    for r in records:
+        if ((r["D"], r["N"]) != (D, N) or r["fwd_ms"] is None
+                or not measured_once(r["method"], N, once_from) or r["method"] in out):
+            continue
+        note = r["note"]
+        if r["window"] >= N:
+            note = note.removeprefix(DENSE_REGIME).removeprefix("; ")
+        out[r["method"]] = Measured(r["fwd_ms"], r["fwdbwd_ms"], r["peak_mem_bytes"], [note],
+                                    r["window"])
+    return out
+
+
 def environment() -> dict:
     return {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
             "triton": triton.__version__}
 
 
-def predicted_ms(history: dict, method: str, D: int, w_key: object, N: int, phase: str) -> float | None:
+def predicted_ms(history: dict, method: str, D: int, w_key: object, N: int,
+                 phase: str) -> float | None:
     """The last measured time of this method at a smaller N, scaled by (N / N_prev)^2."""
     best = None
     for (m, d, wk, n, ph), t in history.items():
@@ -94,7 +136,7 @@ def run(args: argparse.Namespace, log=print) -> list[dict]:
     """Run the grid; write the JSON after every record; return the records."""
     env = environment()
     timer = Timer(rep_ms=args.rep_ms)
-    # Allocate the 256 MiB L2-flush buffer now, so that no method's peak memory counts it
+    # Allocated before any method, so that no method's peak memory counts the flush buffer.
     timer.flush = torch.empty(256 * 2**20, dtype=torch.int8, device="cuda")
     B, Hq, Hkv = args.b, args.hq, args.hkv
     records: list[dict] = []
@@ -114,7 +156,7 @@ def run(args: argparse.Namespace, log=print) -> list[dict]:
     log(f"{env}; official_triton: {why}")
 
     def emit(D, N, w, method, fwd, fb, peak, notes):
-        note = "; ".join(n for n in notes if n)
+        note = "; ".join(n for n in notes if n) or ("not measured" if fwd is None else "")
         records.append(make_record(env, B=B, Hq=Hq, Hkv=Hkv, D=D, N=N, window=w, method=method,
                                    fwd_ms=fwd, fwdbwd_ms=fb, peak_mem_bytes=peak, note=note))
         save_records(records, args.out)
@@ -128,17 +170,7 @@ def run(args: argparse.Namespace, log=print) -> list[dict]:
             if N % 128:
                 raise SystemExit(f"N must be a multiple of 128, got {N}")
             case = None
-            # Results that do not depend on w, measured once per (D, N): (fwd, fwd+bwd, peak,
-            # notes, window measured at). Seeded from --resume with the first record of each
-            # method, the measured one (the copies for other windows come after it).
-            dense_cache: dict = {}
-            for r in records:
-                if ((r["D"], r["N"]) == (D, N) and r["fwd_ms"] is not None
-                        and (r["method"] in DENSE_METHODS
-                             or (r["method"] in W_INDEPENDENT and N >= args.once_from))):
-                    dense_cache.setdefault(r["method"], (r["fwd_ms"], r["fwdbwd_ms"],
-                                                         r["peak_mem_bytes"], [r["note"]],
-                                                         r["window"]))
+            once = resumed_once(records, D, N, args.once_from)    # method -> its one result
             for w in windows_for(N, args.windows):
                 w_key = "dense" if w >= N else w
                 for method in args.methods:
@@ -152,19 +184,20 @@ def run(args: argparse.Namespace, log=print) -> list[dict]:
                         emit(D, N, w, method, None, None, None,
                              ["not run: the run's wall-clock budget was used up"])
                         continue
-                    if method in dense_cache:
-                        fwd, fb, peak, notes, w0 = dense_cache[method]
-                        emit(D, N, w, method, fwd, fb, peak,
-                             [n for n in notes if n != "dense regime (w >= N)"]
-                             + [f"independent of w: measured once per (D, N), at w={w0}"])
+                    if method in once:
+                        m = once[method]
+                        copied = f"independent of w: measured once per (D, N), at w={m.window}"
+                        emit(D, N, w, method, m.fwd_ms, m.fwdbwd_ms, m.peak_mem_bytes,
+                             m.notes + [copied])
                         continue
                     if case is None:
                         torch.cuda.empty_cache()
                         case = make_case(B, Hq, Hkv, N, D)
-                    result = measure(case, method, w, w_key, D, N, args, timer, history)
-                    if method in DENSE_METHODS or (method in W_INDEPENDENT and N >= args.once_from):
-                        dense_cache[method] = (*result, w)
-                    emit(D, N, w, method, *result)
+                    m = measure(case, method, w, w_key, D, N, args, timer, history)
+                    if measured_once(method, N, args.once_from):
+                        once[method] = m
+                    emit(D, N, w, method, m.fwd_ms, m.fwdbwd_ms, m.peak_mem_bytes,
+                         ([DENSE_REGIME] if w >= N else []) + m.notes)
             del case
             FLEX.pop("key", None)
             torch.cuda.empty_cache()
@@ -172,16 +205,15 @@ def run(args: argparse.Namespace, log=print) -> list[dict]:
     return records
 
 
-def measure(case: Case, method: str, w: int, w_key, D: int, N: int, args, timer: Timer,
-            history: dict) -> tuple:
-    """``(fwd_ms, fwdbwd_ms, peak_mem_bytes, notes)`` for one method and window."""
+def measure(case: Case, method: str, w: int, w_key, D: int, N: int, args: argparse.Namespace,
+            timer: Timer, history: dict) -> Measured:
+    """One method at one window; its times go into ``history`` (for later predictions)."""
     notes: list[str] = []
-    if w >= N:
-        notes.append("dense regime (w >= N)")
     pred_f = predicted_ms(history, method, D, w_key, N, "fwd")
     pred_b = predicted_ms(history, method, D, w_key, N, "fwdbwd")
     if pred_f is not None and pred_f > args.time_cap:
-        return None, None, None, notes + [f"time cap: predicted fwd {pred_f:.0f} ms > {args.time_cap:.0f} ms"]
+        return Measured(None, None, None,
+                        [f"time cap: predicted fwd {pred_f:.0f} ms > {args.time_cap:.0f} ms"], w)
     fwd_ms = fb_ms = peak = None
     torch.cuda.synchronize()
     base = torch.cuda.memory_allocated()
@@ -203,8 +235,10 @@ def measure(case: Case, method: str, w: int, w_key, D: int, N: int, args, timer:
             notes += prepared.extra()
         if method == "dma_triton" and not args.no_check:
             notes += dma_checks(case, w, prepared, ref_n_max=4096)
-        elif method in ("flex_blockmask", "official_triton") and not args.no_check and w in case.ref:
-            notes.append(f"rel err vs fp32 naive o = {rel_err(prepared.to_bhnd(prepared.fwd()), case.ref[w]):.1e}")
+        elif (method in ("flex_blockmask", "official_triton") and not args.no_check
+              and w in case.ref):
+            o_err = rel_err(prepared.to_bhnd(prepared.fwd()), case.ref[w])
+            notes.append(f"rel err vs fp32 naive o = {o_err:.1e}")
     except Unavailable as err:
         notes.append(str(err))
     except torch.OutOfMemoryError:
@@ -215,6 +249,4 @@ def measure(case: Case, method: str, w: int, w_key, D: int, N: int, args, timer:
     finally:
         del prepared
         torch.cuda.empty_cache()
-    if fwd_ms is None and not notes:
-        notes.append("not measured")
-    return fwd_ms, fb_ms, peak, notes
+    return Measured(fwd_ms, fb_ms, peak, notes, w)

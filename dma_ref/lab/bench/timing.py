@@ -1,4 +1,4 @@
-"""How the benchmark times: medians of CUDA-event timings with the L2 cache flushed, and CUDA graphs.
+"""How the benchmark times: medians of CUDA-event timings, L2 flushed; CUDA-graph replays.
 
 ``Timer`` rather than ``triton.testing.do_bench`` (which the scripts use): the benchmark must own
 the 256 MiB flush buffer (allocated before any method, so that no method's peak memory counts
