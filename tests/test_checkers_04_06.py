@@ -116,7 +116,8 @@ def union_lists_no_leading_zero(e, block_m, Q):
 def union_lists_top_left(e, block_m, Q):
     K = len(e)
     j = torch.arange(K)
-    lists = [j[(j <= min(Q, i0 + block_m) - 1) & (e > torch.clamp(j, min=i0))] for i0 in range(0, Q, block_m)]
+    lists = [j[(j <= min(Q, i0 + block_m) - 1) & (e > torch.clamp(j, min=i0))]
+             for i0 in range(0, Q, block_m)]
     return torch.tensor([0] + [len(u) for u in lists]).cumsum(0), torch.cat(lists)
 
 
@@ -157,17 +158,23 @@ def test_stub_fails(checker, solution, wrongs):
         checker(stub, strict=True)
 
 
+def three_seeds(rng: torch.Generator) -> list[int]:
+    """Three checker seeds, new on every test run (the run's seed is in pytest's header)."""
+    return torch.randint(0, 2**31 - 1, (3,), generator=rng).tolist()
+
+
 @pytest.mark.parametrize("checker, solution, wrongs", CASES, ids=IDS)
-def test_wrong_answers_fail(checker, solution, wrongs):
+def test_wrong_answers_fail(checker, solution, wrongs, rng):
     for wrong in wrongs:
-        for _ in range(3):     # fresh random inputs each call: the failure must not be luck
-            assert not checker(wrong), wrong.__name__
+        for seed in three_seeds(rng):     # several inputs: the failure must not be luck
+            result = checker(wrong, seed=seed)
+            assert not result and result.seed == seed, wrong.__name__
         with pytest.raises(AssertionError):
             checker(wrong, strict=True)
 
 
 @pytest.mark.parametrize("checker, solution, wrongs", CASES, ids=IDS)
-def test_correct_solution_passes(checker, solution, wrongs):
-    for _ in range(3):
-        result = checker(solution, strict=True)
-        assert result and result.passed
+def test_correct_solution_passes(checker, solution, wrongs, rng):
+    for seed in three_seeds(rng):
+        result = checker(solution, strict=True, seed=seed)
+        assert result and result.passed and result.seed == seed

@@ -3,11 +3,17 @@ exactly when given that seed back."""
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 
 from dma_ref import dma_scores
-from dma_ref.check import nb02, nb07
+from dma_ref.check import nb00, nb01, nb02, nb03, nb04, nb05, nb06, nb07, nb08, nb09
+
+CHECKERS = [fn for module in (nb00, nb01, nb02, nb03, nb04, nb05, nb06, nb07, nb08, nb09)
+            for name, fn in vars(module).items()
+            if name.startswith("check_") and inspect.getmodule(fn) is module]
 
 
 def wrong_scores(v, delta, A):
@@ -40,3 +46,22 @@ def test_without_a_seed_torch_manual_seed_makes_it_reproducible():
 def test_a_bad_seed_is_refused():
     with pytest.raises(ValueError, match="seed"):
         nb07.check_crossover(lambda w, BM: 0, seed=-1)
+
+
+def stub(*args, **kwargs):
+    raise NotImplementedError
+
+
+def crash(*args, **kwargs):
+    raise RuntimeError("shape mismatch")
+
+
+@pytest.mark.parametrize("checker", CHECKERS, ids=[f.__module__[-4:] + "." + f.__name__
+                                                   for f in CHECKERS])
+def test_every_checker_takes_a_seed_and_names_it(checker, capsys):
+    assert inspect.signature(checker).parameters["seed"].default is None
+    for fn in (stub, crash):
+        result = checker(fn, seed=2024)
+        assert not result and result.seed == 2024
+        assert "seed=2024" in repr(result) and "seed=2024" in capsys.readouterr().out
+    assert isinstance(checker(stub).seed, int)          # without seed=, one is still named

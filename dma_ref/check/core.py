@@ -41,6 +41,18 @@ def context(where: str) -> Callable[[str], str]:
     return lambda report: f"{where}: {report}"
 
 
+def expect_tensor(got: object, *, dtype: torch.dtype | None = None,
+                  shape: tuple[int, ...] | None = None, where: str = "") -> None:
+    """Assert that the learner returned a tensor (of ``dtype`` and ``shape`` when given); the
+    message says what came back instead, prefixed with ``where`` (the failing case) if given."""
+    kind = "a torch.Tensor" if dtype is None else f"a {str(dtype).removeprefix('torch.')} tensor"
+    if not isinstance(got, torch.Tensor) or (dtype is not None and got.dtype != dtype):
+        raise AssertionError(f"return {kind}, got {getattr(got, 'dtype', type(got).__name__)}")
+    if shape is not None and tuple(got.shape) != tuple(shape):
+        prefix = f"{where}: " if where else ""
+        raise AssertionError(f"{prefix}expected shape {tuple(shape)}, got {tuple(got.shape)}")
+
+
 @dataclass
 class Result:
     """Outcome of one exercise check; ``bool(result)`` is True when solved."""
@@ -71,7 +83,8 @@ def run_checks(name: str, trials: Callable[[], None], *, strict: bool = False, q
     except NotImplementedError:
         result = Result(name, False, "not attempted yet: replace the `raise NotImplementedError`",
                         seed)
-    except Exception as err:  # noqa: BLE001 - any wrong answer or crash of the learner's code is "not yet"
+    # Any wrong answer or crash of the learner's code is "not yet", not an error of the notebook.
+    except Exception as err:  # noqa: BLE001
         result = Result(name, False, f"{type(err).__name__}: {err}", seed)
     if not quiet:
         print(repr(result))

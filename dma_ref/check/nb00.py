@@ -11,7 +11,7 @@ from collections.abc import Callable
 import torch
 
 from ..mask import dma_mask
-from .core import Result, generator, resolve_seed, run_checks
+from .core import Result, expect_tensor, generator, resolve_seed, run_checks
 
 
 def reference_sliding_window(N: int, window: int) -> torch.Tensor:
@@ -22,29 +22,28 @@ def reference_sliding_window(N: int, window: int) -> torch.Tensor:
 
 
 def check_sliding_window(fn: Callable[[int, int], torch.Tensor], strict: bool = False, *,
-        seed: int | None = None) -> Result:
+                         seed: int | None = None) -> Result:
     """``fn(N, window) -> bool [N, N]``: True where query p keeps key j (the w most recent keys)."""
     seed = resolve_seed(seed)
 
     def trials() -> None:
         g = generator(seed)
         cases = [(1, 1), (5, 1), (6, 3), (8, 8), (7, 20)]
-        cases += [(int(torch.randint(2, 40, (), generator=g)), int(torch.randint(1, 12, (), generator=g)))
-                  for _ in range(5)]
+        cases += [(int(torch.randint(2, 40, (), generator=g)),
+                   int(torch.randint(1, 12, (), generator=g))) for _ in range(5)]
         for N, w in cases:
             got = fn(N, w)
-            assert isinstance(got, torch.Tensor), f"return a torch.Tensor, got {type(got).__name__}"
-            assert got.dtype == torch.bool, f"return a bool tensor, got {got.dtype}"
-            assert tuple(got.shape) == (N, N), f"N={N}: expected shape {(N, N)}, got {tuple(got.shape)}"
+            expect_tensor(got, dtype=torch.bool, shape=(N, N), where=f"N={N}")
             want = reference_sliding_window(N, w)
             bad = (got != want).nonzero()
             assert bad.numel() == 0, (f"N={N}, window={w} (seed {seed}): wrong at (p, j) = "
-                                      f"{tuple(bad[0].tolist())}; expected {bool(want[tuple(bad[0])])}")
+                                      f"{tuple(bad[0].tolist())}; "
+                                      f"expected {bool(want[tuple(bad[0])])}")
     return run_checks("sliding window mask", trials, strict=strict, seed=seed)
 
 
 def check_kept_keys(fn: Callable[[torch.Tensor, int, int], object], strict: bool = False, *,
-        seed: int | None = None) -> Result:
+                    seed: int | None = None) -> Result:
     """``fn(s, window, p) -> the keys query p keeps`` in DMA row mode (causal), ascending.
 
     s: float ``[N]`` one head's scores. The answer may be a list or an int tensor of key

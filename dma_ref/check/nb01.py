@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from ..dense import causal_mask, dense_attention
-from .core import Result, context, forbid, generator, resolve_seed, run_checks
+from .core import Result, context, expect_tensor, forbid, generator, resolve_seed, run_checks
 
 
 def _softmax_forbidden():
@@ -20,7 +20,7 @@ def _softmax_forbidden():
 
 
 def check_stable_softmax(fn: Callable[[torch.Tensor], torch.Tensor], strict: bool = False, *,
-        seed: int | None = None) -> Result:
+                         seed: int | None = None) -> Result:
     """``fn(x) -> softmax of x over its last dim``, same shape and dtype, stable for huge logits.
 
     Inputs include logits of size 1e4 (naive ``exp`` overflows to inf, giving NaN) and ``-inf``
@@ -43,9 +43,10 @@ def check_stable_softmax(fn: Callable[[torch.Tensor], torch.Tensor], strict: boo
             with _softmax_forbidden():
                 got = fn(x.clone())
             want = torch.softmax(x, dim=-1)
-            assert isinstance(got, torch.Tensor), f"return a torch.Tensor, got {type(got).__name__}"
+            expect_tensor(got)
+            magnitude = x[torch.isfinite(x)].abs().max().item()
             assert torch.isfinite(got).all(), (f"non-finite output for inputs of magnitude "
-                                               f"{x[torch.isfinite(x)].abs().max().item():.3g} (seed {seed}): "
+                                               f"{magnitude:.3g} (seed {seed}): "
                                                "subtract the row max before exp")
             where = f"softmax of shape {tuple(x.shape)} (seed {seed})"
             torch.testing.assert_close(got, want, msg=context(where))
@@ -53,8 +54,9 @@ def check_stable_softmax(fn: Callable[[torch.Tensor], torch.Tensor], strict: boo
 
 
 def check_causal_mask(fn: Callable[[int, int], torch.Tensor], strict: bool = False, *,
-        seed: int | None = None) -> Result:
-    """``fn(Q, K) -> bool [Q, K]``, True where query row i (position ``K - Q + i``) may see key j."""
+                      seed: int | None = None) -> Result:
+    """``fn(Q, K) -> bool [Q, K]``, True where query row i (position ``K - Q + i``) may see key
+    j."""
     seed = resolve_seed(seed)
 
     def trials() -> None:
@@ -65,9 +67,7 @@ def check_causal_mask(fn: Callable[[int, int], torch.Tensor], strict: bool = Fal
             cases.append((int(torch.randint(1, K + 1, (), generator=g)), K))
         for Q, K in cases:
             got = fn(Q, K)
-            assert isinstance(got, torch.Tensor) and got.dtype == torch.bool, \
-                f"return a bool torch.Tensor, got {getattr(got, 'dtype', type(got).__name__)}"
-            assert tuple(got.shape) == (Q, K), f"Q={Q}, K={K}: expected shape {(Q, K)}, got {tuple(got.shape)}"
+            expect_tensor(got, dtype=torch.bool, shape=(Q, K), where=f"Q={Q}, K={K}")
             want = causal_mask(Q, K)
             bad = (got != want).nonzero()
             assert bad.numel() == 0, (f"Q={Q}, K={K}: wrong at (i, j) = {tuple(bad[0].tolist())}; "
@@ -76,8 +76,7 @@ def check_causal_mask(fn: Callable[[int, int], torch.Tensor], strict: bool = Fal
 
 
 def check_gqa_attention(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
-                        strict: bool = False, *,
-        seed: int | None = None) -> Result:
+                        strict: bool = False, *, seed: int | None = None) -> Result:
     """``fn(q, k, v) -> o``: non-causal softmax attention with GQA, scale ``D**-0.5``.
 
     q ``[B, Hq, Q, D]``, k and v ``[B, Hkv, K, D]``, Hq = G * Hkv; query head h reads KV head

@@ -13,7 +13,15 @@ from .. import scores as scores_mod
 from ..lifetimes import key_lifetimes
 from ..mask import dma_mask
 from ..scores import dma_scores
-from .core import Result, context, forbid_package, generator, resolve_seed, run_checks
+from .core import (
+    Result,
+    context,
+    expect_tensor,
+    forbid_package,
+    generator,
+    resolve_seed,
+    run_checks,
+)
 
 
 def _score_cases(g: torch.Generator):
@@ -29,8 +37,7 @@ def _score_cases(g: torch.Generator):
 
 
 def check_scores(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
-                 strict: bool = False, *,
-        seed: int | None = None) -> Result:
+                 strict: bool = False, *, seed: int | None = None) -> Result:
     """``fn(v, delta, A) -> s``: paper Eq. 3, ``s = exp(A * softplus(x))``.
 
     v ``[B, Hkv, K, D]``, delta ``[Hkv*D, Hkv]``, A ``[Hkv]``; returns s ``[B, Hkv, K]`` where
@@ -47,15 +54,14 @@ def check_scores(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.
             with forbid_package("dma_scores", scores_mod):
                 got = fn(v.clone(), delta.clone(), A.clone())
             want = dma_scores(v, delta, A)
-            assert isinstance(got, torch.Tensor), f"return a torch.Tensor, got {type(got).__name__}"
-            assert tuple(got.shape) == (B, Hkv, K), f"expected s of shape {(B, Hkv, K)}, got {tuple(got.shape)}"
+            expect_tensor(got, shape=(B, Hkv, K), where="s")
             where = f"B={B}, Hkv={Hkv}, K={K}, D={D} (seed {seed})"
             torch.testing.assert_close(got, want, msg=context(where))
     return run_checks("scores from values", trials, strict=strict, seed=seed)
 
 
 def check_row_mask(fn: Callable[[torch.Tensor, int], torch.Tensor], strict: bool = False, *,
-        seed: int | None = None) -> Result:
+                   seed: int | None = None) -> Result:
     """``fn(s, window) -> bool [B, Hkv, K, K]``: causal row mode, query p keeps the
     ``min(w, p + 1)`` best keys among ``j <= p``, ranked by ``(s_j, j)`` descending (on equal
     scores the later key wins)."""
@@ -68,21 +74,21 @@ def check_row_mask(fn: Callable[[torch.Tensor, int], torch.Tensor], strict: bool
                 with forbid_package("dma_mask", mask_mod):
                     got = fn(s.clone(), w)
                 want = dma_mask(s, w)
-                assert isinstance(got, torch.Tensor) and got.dtype == torch.bool, \
-                    f"return a bool torch.Tensor, got {getattr(got, 'dtype', type(got).__name__)}"
-                assert got.shape == want.shape, f"expected shape {tuple(want.shape)}, got {tuple(got.shape)}"
+                expect_tensor(got, dtype=torch.bool, shape=tuple(want.shape))
                 bad = (got != want).nonzero()
                 if bad.numel():
                     b, h, p, j = bad[0].tolist()
+                    tie = (s[b, h, :p + 1] == s[b, h, j]).sum() > 1
                     raise AssertionError(
-                        f"window={w}, scores {[round(x, 3) for x in s[b, h].tolist()]} (seed {seed}): "
-                        f"query p={p} should {'keep' if want[b, h, p, j] else 'drop'} key j={j}"
-                        + (" (a tie: the later key wins)" if (s[b, h, :p + 1] == s[b, h, j]).sum() > 1 else ""))
+                        f"window={w}, scores {[round(x, 3) for x in s[b, h].tolist()]} "
+                        f"(seed {seed}): query p={p} should "
+                        f"{'keep' if want[b, h, p, j] else 'drop'} key j={j}"
+                        + (" (a tie: the later key wins)" if tie else ""))
     return run_checks("row-mode mask with the tie rule", trials, strict=strict, seed=seed)
 
 
 def check_lifetimes(fn: Callable[[torch.Tensor, int], torch.Tensor], strict: bool = False, *,
-        seed: int | None = None) -> Result:
+                    seed: int | None = None) -> Result:
     """``fn(s, window) -> int64 [B, Hkv, K]``: ``e_j`` with ``keep(p, j) <=> j <= p < e_j``
     (``e_j = j`` if key j is never admitted, ``e_j = K`` if it is never evicted)."""
     seed = resolve_seed(seed)
@@ -94,12 +100,12 @@ def check_lifetimes(fn: Callable[[torch.Tensor, int], torch.Tensor], strict: boo
                 with forbid_package("key_lifetimes", lifetimes_mod):
                     got = fn(s.clone(), w)
                 want = key_lifetimes(s, w)
-                assert isinstance(got, torch.Tensor), f"return a torch.Tensor, got {type(got).__name__}"
-                assert got.shape == want.shape, f"expected shape {tuple(want.shape)}, got {tuple(got.shape)}"
+                expect_tensor(got, shape=tuple(want.shape))
                 bad = (got.long() != want).nonzero()
                 if bad.numel():
                     b, h, j = bad[0].tolist()
                     raise AssertionError(
-                        f"window={w}, K={s.shape[-1]} (seed {seed}): e_{j} should be {int(want[b, h, j])}, "
-                        f"got {int(got[b, h, j])} (e_j is the first position that no longer keeps j)")
+                        f"window={w}, K={s.shape[-1]} (seed {seed}): e_{j} should be "
+                        f"{int(want[b, h, j])}, got {int(got[b, h, j])} "
+                        "(e_j is the first position that no longer keeps j)")
     return run_checks("key lifetimes", trials, strict=strict, seed=seed)

@@ -10,7 +10,15 @@ import torch
 from .. import naive as naive_mod
 from ..mask import dma_mask
 from ..naive import naive_dma_attention
-from .core import Result, context, forbid_package, generator, resolve_seed, run_checks
+from .core import (
+    Result,
+    context,
+    expect_tensor,
+    forbid_package,
+    generator,
+    resolve_seed,
+    run_checks,
+)
 
 CONFIGS = [  # (B, Hq, Hkv, Q, K, D, window, mode)
     (1, 1, 1, 8, 8, 4, 3, "row"),
@@ -23,7 +31,7 @@ CONFIGS = [  # (B, Hq, Hkv, Q, K, D, window, mode)
 
 
 def check_naive_dma(fn: Callable[..., torch.Tensor], strict: bool = False, *,
-        seed: int | None = None) -> Result:
+                    seed: int | None = None) -> Result:
     """``fn(q, k, v, s, window, mode) -> o``: causal DMA, scale ``D**-0.5``; GQA; Q <= K;
     empty rows (global mode) must give 0, not NaN."""
     seed = resolve_seed(seed)
@@ -42,8 +50,9 @@ def check_naive_dma(fn: Callable[..., torch.Tensor], strict: bool = False, *,
                                 "do not call naive_dma_attention"):
                 got = fn(q.clone(), k.clone(), v.clone(), s.clone(), w, mode)
             want = naive_dma_attention(q, k, v, s, w, mode=mode)
-            assert isinstance(got, torch.Tensor), f"return a torch.Tensor, got {type(got).__name__}"
-            assert not torch.isnan(got).any(), f"NaN in the output ({mode} mode, w={w}): an empty row must give 0"
+            expect_tensor(got)
+            assert not torch.isnan(got).any(), (f"NaN in the output ({mode} mode, w={w}): "
+                                                "an empty row must give 0")
             where = (f"B={B}, Hq={Hq}, Hkv={Hkv}, Q={Q}, K={K}, D={D}, window={w}, mode={mode} "
                      f"(seed {seed})")
             torch.testing.assert_close(got, want, msg=context(where))
@@ -51,7 +60,7 @@ def check_naive_dma(fn: Callable[..., torch.Tensor], strict: bool = False, *,
 
 
 def check_dead_keys(fn: Callable[[torch.Tensor, int, str], torch.Tensor], strict: bool = False, *,
-        seed: int | None = None) -> Result:
+                    seed: int | None = None) -> Result:
     """``fn(s, window, mode) -> bool [B, Hkv, K]``: True for keys whose dk and dv rows are exactly
     zero after a causal DMA forward and backward (Q = K), whatever q, k, v and the loss."""
     seed = resolve_seed(seed)
@@ -65,28 +74,29 @@ def check_dead_keys(fn: Callable[[torch.Tensor, int, str], torch.Tensor], strict
                     s[..., :4] = s[..., 4:8]         # ties between early and later keys
                 got = fn(s.clone(), w, mode)
                 want = ~dma_mask(s, w, mode=mode).any(-2)
-                assert isinstance(got, torch.Tensor) and got.dtype == torch.bool, \
-                    f"return a bool torch.Tensor, got {getattr(got, 'dtype', type(got).__name__)}"
-                assert got.shape == want.shape, f"expected shape {tuple(want.shape)}, got {tuple(got.shape)}"
+                expect_tensor(got, dtype=torch.bool, shape=tuple(want.shape))
                 bad = (got != want).nonzero()
                 if bad.numel():
                     b, h, j = bad[0].tolist()
+                    verdict = ("gets no gradient" if want[b, h, j]
+                               else "is kept by some query, so it gets a gradient")
                     raise AssertionError(
-                        f"{mode} mode, window={w}, K={K} (seed {seed}): key {j} "
-                        f"{'gets no gradient' if want[b, h, j] else 'is kept by some query, so it gets a gradient'}")
+                        f"{mode} mode, window={w}, K={K} (seed {seed}): key {j} {verdict}")
     return run_checks("keys with no gradient", trials, strict=strict, seed=seed)
 
 
 def check_score_grad(fn: Callable[[torch.Tensor, int], torch.Tensor], strict: bool = False, *,
-        seed: int | None = None) -> Result:
+                     seed: int | None = None) -> Result:
     """``fn(dlogits, Hkv) -> ds``: dlogits ``[B, Hq, Q, K]`` is the gradient of the loss with
     respect to the logits (zero where a key was not kept); the bias ``s_j`` of KV head h enters
-    every logit of column j of the G query heads ``h*G .. h*G + G - 1``. Returns ds ``[B, Hkv, K]``."""
+    every logit of column j of the G query heads ``h*G .. h*G + G - 1``. Returns ds
+    ``[B, Hkv, K]``."""
     seed = resolve_seed(seed)
 
     def trials() -> None:
         g = generator(seed)
-        for B, Hq, Hkv, Q, K in [(1, 1, 1, 4, 6), (2, 4, 2, 5, 5), (1, 6, 3, 3, 7), (1, 4, 1, 2, 8)]:
+        for B, Hq, Hkv, Q, K in [(1, 1, 1, 4, 6), (2, 4, 2, 5, 5), (1, 6, 3, 3, 7),
+                                 (1, 4, 1, 2, 8)]:
             dlogits = torch.randn(B, Hq, Q, K, generator=g, dtype=torch.float64)
             dlogits[torch.rand(B, Hq, Q, K, generator=g) < 0.3] = 0.0
             got = fn(dlogits.clone(), Hkv)
@@ -94,7 +104,7 @@ def check_score_grad(fn: Callable[[torch.Tensor, int], torch.Tensor], strict: bo
             s = torch.zeros(B, Hkv, K, dtype=torch.float64, requires_grad=True)
             logits = s.repeat_interleave(Hq // Hkv, dim=1)[:, :, None, :].expand(B, Hq, Q, K)
             (want,) = torch.autograd.grad(logits, s, dlogits)
-            assert isinstance(got, torch.Tensor), f"return a torch.Tensor, got {type(got).__name__}"
+            expect_tensor(got)
             where = f"B={B}, Hq={Hq}, Hkv={Hkv}, Q={Q}, K={K} (seed {seed})"
             torch.testing.assert_close(got, want, msg=context(where))
     return run_checks("score gradient over a GQA group", trials, strict=strict, seed=seed)

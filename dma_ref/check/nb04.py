@@ -10,11 +10,11 @@ import torch
 
 from ..lifetimes import key_lifetimes, mask_from_lifetimes
 from ..tiling import online_softmax_finish, online_softmax_init, online_softmax_update
-from .core import Result, generator, resolve_seed, run_checks
+from .core import Result, context, generator, resolve_seed, run_checks
 
 
 def check_online_softmax_update(fn: Callable[..., tuple], strict: bool = False, *,
-        seed: int | None = None) -> Result:
+                                seed: int | None = None) -> Result:
     """``fn(m, l, acc, x, v) -> (m, l, acc)``: one tile of online softmax.
 
     m ``[R]`` running max (``-inf`` before any kept logit), l ``[R]`` running sum of
@@ -42,11 +42,12 @@ def check_online_softmax_update(fn: Callable[..., tuple], strict: bool = False, 
                 want = online_softmax_update(*want, x, v)
                 assert isinstance(got, tuple) and len(got) == 3, "return the tuple (m, l, acc)"
                 for name, a, b in zip(("m", "l", "acc"), got, want):
-                    assert not torch.isnan(a).any(), (f"NaN in {name} after tile {t} (seed {seed}): a row "
-                                                      "whose logits are all -inf so far must not give "
-                                                      "exp(-inf - (-inf))")
-                    where = f"{name} after tile {t} of sizes {sizes}, logits ~{magnitude} (seed {seed})"
-                    torch.testing.assert_close(a, b, msg=lambda m, where=where: f"{where}: {m}")
+                    assert not torch.isnan(a).any(), (
+                        f"NaN in {name} after tile {t} (seed {seed}): a row whose logits are all "
+                        "-inf so far must not give exp(-inf - (-inf))")
+                    where = (f"{name} after tile {t} of sizes {sizes}, logits ~{magnitude} "
+                             f"(seed {seed})")
+                    torch.testing.assert_close(a, b, msg=context(where))
                 state = got
             o, _ = online_softmax_finish(*state)
             x_all, v_all = torch.cat(xs, 1), torch.cat(vs, 0)
@@ -56,7 +57,7 @@ def check_online_softmax_update(fn: Callable[..., tuple], strict: bool = False, 
 
 
 def check_union_size(fn: Callable[[torch.Tensor, int, int], int], strict: bool = False, *,
-        seed: int | None = None) -> Result:
+                     seed: int | None = None) -> Result:
     """``fn(e, p_min, p_max) -> int``: how many distinct keys the query positions
     ``p_min..p_max`` keep, from one head's lifetimes ``e [K]`` (key j is kept exactly by
     ``j <= p < e_j``). Use O(K) work: one test per key, no K x K mask."""

@@ -9,12 +9,13 @@ import torch
 
 from ..lifetimes import key_lifetimes
 from ..mask import dma_mask
+from ..numerics import cdiv
 from ..tiling import block_positions, union_keys
-from .core import Result, generator, resolve_seed, run_checks
+from .core import Result, expect_tensor, generator, resolve_seed, run_checks
 
 
 def check_keep_test(fn: Callable[..., torch.Tensor], strict: bool = False, *,
-        seed: int | None = None) -> Result:
+                    seed: int | None = None) -> Result:
     """``fn(i, j, e_j, Q, K) -> bool [BM, BN]``: does query row ``i`` keep gathered key ``j``?
 
     i int64 ``[BM]`` query rows (row i sits at position ``K - Q + i``), j int64 ``[BN]`` key ids,
@@ -25,8 +26,8 @@ def check_keep_test(fn: Callable[..., torch.Tensor], strict: bool = False, *,
 
     def trials() -> None:
         g = generator(seed)
-        for Q, K, w, BM, BN in [(12, 12, 3, 4, 4), (7, 25, 5, 4, 8), (1, 9, 2, 1, 3), (30, 30, 40, 16, 16),
-                                (10, 40, 6, 8, 5)]:
+        for Q, K, w, BM, BN in [(12, 12, 3, 4, 4), (7, 25, 5, 4, 8), (1, 9, 2, 1, 3),
+                                (30, 30, 40, 16, 16), (10, 40, 6, 8, 5)]:
             s = torch.randn(1, 1, K, generator=g)
             e = key_lifetimes(s, w)[0, 0]
             mask = dma_mask(s, w, q_len=Q)[0, 0]
@@ -36,10 +37,8 @@ def check_keep_test(fn: Callable[..., torch.Tensor], strict: bool = False, *,
                 for c0 in range(0, K, BN):
                     j = perm[c0:c0 + BN]
                     got = fn(i.clone(), j.clone(), e[j].clone(), Q, K)
-                    assert isinstance(got, torch.Tensor) and got.dtype == torch.bool, \
-                        f"return a bool tensor, got {getattr(got, 'dtype', type(got).__name__)}"
                     want = mask[i][:, j]
-                    assert got.shape == want.shape, f"expected shape {tuple(want.shape)}, got {tuple(got.shape)}"
+                    expect_tensor(got, dtype=torch.bool, shape=tuple(want.shape))
                     bad = (got != want).nonzero()
                     if bad.numel():
                         a, c = bad[0].tolist()
@@ -51,7 +50,7 @@ def check_keep_test(fn: Callable[..., torch.Tensor], strict: bool = False, *,
 
 
 def check_union_lists(fn: Callable[..., tuple], strict: bool = False, *,
-        seed: int | None = None) -> Result:
+                      seed: int | None = None) -> Result:
     """``fn(e, block_m, Q) -> (offsets, indices)``: the unions of all query blocks in CSR form.
 
     e int64 ``[K]``; query block b holds rows ``b*block_m .. min(Q, (b+1)*block_m) - 1`` at
@@ -62,18 +61,21 @@ def check_union_lists(fn: Callable[..., tuple], strict: bool = False, *,
 
     def trials() -> None:
         g = generator(seed)
-        for Q, K, w, BM in [(16, 16, 3, 4), (9, 30, 5, 4), (40, 40, 50, 16), (1, 12, 4, 8), (37, 37, 6, 16)]:
+        for Q, K, w, BM in [(16, 16, 3, 4), (9, 30, 5, 4), (40, 40, 50, 16), (1, 12, 4, 8),
+                            (37, 37, 6, 16)]:
             e = key_lifetimes(torch.randn(1, 1, K, generator=g), w)[0, 0]
             got = fn(e.clone(), BM, Q)
             assert isinstance(got, tuple) and len(got) == 2, "return the tuple (offsets, indices)"
             offsets, indices = (torch.as_tensor(t) for t in got)
-            n_blocks = -(-Q // BM)
-            assert offsets.shape == (n_blocks + 1,), (f"Q={Q}, block_m={BM}: offsets must have "
-                                                      f"n_blocks + 1 = {n_blocks + 1} entries, got {tuple(offsets.shape)}")
+            n_blocks = cdiv(Q, BM)
+            assert offsets.shape == (n_blocks + 1,), (
+                f"Q={Q}, block_m={BM}: offsets must have n_blocks + 1 = {n_blocks + 1} entries, "
+                f"got {tuple(offsets.shape)}")
             assert int(offsets[0]) == 0, "offsets[0] must be 0"
             for b in range(n_blocks):
                 want = union_keys(e, *block_positions(b, BM, Q, K))
                 got_b = indices[int(offsets[b]):int(offsets[b + 1])].to(torch.int64)
-                assert torch.equal(got_b, want), (f"Q={Q}, K={K}, w={w}, block {b} (seed {seed}): got keys "
-                                                  f"{got_b.tolist()}, expected {want.tolist()}")
+                assert torch.equal(got_b, want), (
+                    f"Q={Q}, K={K}, w={w}, block {b} (seed {seed}): got keys {got_b.tolist()}, "
+                    f"expected {want.tolist()}")
     return run_checks("union index lists", trials, strict=strict, seed=seed)

@@ -7,11 +7,11 @@ from collections.abc import Callable
 
 import torch
 
-from .core import Result, generator, resolve_seed, run_checks
+from .core import Result, context, expect_tensor, generator, resolve_seed, run_checks
 
 
 def check_dS(fn: Callable[..., torch.Tensor], strict: bool = False, *,
-        seed: int | None = None) -> Result:
+             seed: int | None = None) -> Result:
     """``fn(P, dP, o, dO) -> dS``: the logit gradient of one key chunk of a tiled backward.
 
     P ``[R, C]`` softmax probabilities of R query rows for C of their keys (a *chunk* of each
@@ -23,8 +23,8 @@ def check_dS(fn: Callable[..., torch.Tensor], strict: bool = False, *,
 
     def trials() -> None:
         g = generator(seed)
-        for R, K, D, chunk in [(3, 10, 4, slice(2, 6)), (5, 16, 8, slice(0, 16)), (4, 12, 2, slice(9, 12)),
-                               (1, 7, 3, slice(3, 4))]:
+        for R, K, D, chunk in [(3, 10, 4, slice(2, 6)), (5, 16, 8, slice(0, 16)),
+                               (4, 12, 2, slice(9, 12)), (1, 7, 3, slice(3, 4))]:
             x = torch.randn(R, K, generator=g, dtype=torch.float64, requires_grad=True)
             v = torch.randn(K, D, generator=g, dtype=torch.float64)
             P = torch.softmax(x, -1)
@@ -32,15 +32,16 @@ def check_dS(fn: Callable[..., torch.Tensor], strict: bool = False, *,
             dO = torch.randn(R, D, generator=g, dtype=torch.float64)
             (dx,) = torch.autograd.grad(o, x, dO)
             dP = dO @ v.T
-            got = fn(P.detach()[:, chunk].clone(), dP[:, chunk].clone(), o.detach().clone(), dO.clone())
-            assert isinstance(got, torch.Tensor), f"return a torch.Tensor, got {type(got).__name__}"
+            got = fn(P.detach()[:, chunk].clone(), dP[:, chunk].clone(), o.detach().clone(),
+                     dO.clone())
+            expect_tensor(got)
             where = f"R={R}, K={K}, chunk {chunk.start}:{chunk.stop} of each row (seed {seed})"
-            torch.testing.assert_close(got, dx[:, chunk], msg=lambda m, where=where: f"{where}: {m}")
+            torch.testing.assert_close(got, dx[:, chunk], msg=context(where))
     return run_checks("dS of a gathered tile", trials, strict=strict, seed=seed)
 
 
 def check_ds_accumulate(fn: Callable[..., torch.Tensor], strict: bool = False, *,
-        seed: int | None = None) -> Result:
+                        seed: int | None = None) -> Result:
     """``fn(ds, dS, idx) -> ds``: add one tile's contribution to the score gradient.
 
     ds float ``[K]`` (one KV head's running gradient), dS ``[G, BM, C]`` the logit gradients of
@@ -52,7 +53,8 @@ def check_ds_accumulate(fn: Callable[..., torch.Tensor], strict: bool = False, *
 
     def trials() -> None:
         g = generator(seed)
-        for K, G, BM, C, n_tiles in [(12, 1, 4, 3, 5), (20, 4, 2, 6, 8), (9, 2, 3, 9, 3), (30, 3, 5, 4, 10)]:
+        for K, G, BM, C, n_tiles in [(12, 1, 4, 3, 5), (20, 4, 2, 6, 8), (9, 2, 3, 9, 3),
+                                     (30, 3, 5, 4, 10)]:
             ds = torch.zeros(K, dtype=torch.float64)
             s = torch.zeros(K, dtype=torch.float64, requires_grad=True)
             total = torch.zeros((), dtype=torch.float64)
@@ -64,7 +66,7 @@ def check_ds_accumulate(fn: Callable[..., torch.Tensor], strict: bool = False, *
                 out = fn(ds, dS.clone(), idx.clone())
                 ds = ds if out is None else out
             (want,) = torch.autograd.grad(total, s)
-            assert isinstance(ds, torch.Tensor), f"return a torch.Tensor, got {type(ds).__name__}"
+            expect_tensor(ds)
             where = f"K={K}, G={G}, BM={BM}, C={C}, {n_tiles} tiles (seed {seed})"
-            torch.testing.assert_close(ds, want, msg=lambda m, where=where: f"{where}: {m}")
+            torch.testing.assert_close(ds, want, msg=context(where))
     return run_checks("ds accumulated from tiles", trials, strict=strict, seed=seed)

@@ -14,8 +14,13 @@ def _random_cases(n: int, lo: int, hi: int, g: torch.Generator) -> list[int]:
     return torch.randint(lo, hi + 1, (n,), generator=g).tolist()
 
 
+def _expect_whole(got: object) -> None:
+    """Assert that the learner returned a whole number (an int, or a float without fraction)."""
+    assert isinstance(got, int) or float(got).is_integer(), f"return a whole number, got {got!r}"
+
+
 def check_causal_flops(fn: Callable[[int, int, int], int], strict: bool = False, *,
-        seed: int | None = None) -> Result:
+                       seed: int | None = None) -> Result:
     """``fn(N, D, H) -> int``: forward matrix FLOPs of causal attention (Q = K = N, one batch).
 
     Every kept pair (j <= p) costs two length-D dot products, ``q·k`` and ``p·v``: 4·D FLOPs,
@@ -31,7 +36,7 @@ def check_causal_flops(fn: Callable[[int, int, int], int], strict: bool = False,
         for N, D, H in cases:
             got = fn(N, D, H)
             want = flops.attention_flops(flops.causal_pairs(N), D, H)
-            assert isinstance(got, int) or float(got).is_integer(), f"return a whole number, got {got!r}"
+            _expect_whole(got)
             if int(got) != want:
                 hint = ""
                 if int(got) == 4 * D * H * N * N // 2:
@@ -45,7 +50,7 @@ def check_causal_flops(fn: Callable[[int, int, int], int], strict: bool = False,
 
 
 def check_crossover(fn: Callable[[int, int], int], strict: bool = False, *,
-        seed: int | None = None) -> Result:
+                    seed: int | None = None) -> Result:
     """``fn(w, BM) -> int``: the smallest N with ``N·(w + BM) <= N (N + 1) / 4``, i.e. the first
     length at which DMA's modelled work is at most half of dense causal attention's."""
     def brute(w: int, BM: int) -> int:
@@ -64,7 +69,7 @@ def check_crossover(fn: Callable[[int, int], int], strict: bool = False, *,
             got = fn(w, BM)
             want = brute(w, BM)
             assert want == flops.crossover_n(w, BM)
-            assert isinstance(got, int) or float(got).is_integer(), f"return a whole number, got {got!r}"
+            _expect_whole(got)
             if int(got) != want:
                 raise AssertionError(f"w={w}, BM={BM}: the smallest such N is {want}, got {got} "
                                      f"(at N={int(got)}: DMA work {int(got) * (w + BM)}, half of "

@@ -12,15 +12,17 @@ from ..mask import sliding_window_mask
 from .core import Result, generator, resolve_seed, run_checks
 
 
-def check_query_accuracy(fn: Callable[[torch.Tensor, torch.Tensor], float], strict: bool = False, *,
-        seed: int | None = None) -> Result:
+def check_query_accuracy(fn: Callable[[torch.Tensor, torch.Tensor], float],
+                         strict: bool = False, *,
+                         seed: int | None = None) -> Result:
     """``fn(logits [B, N, V], targets int64 [B, N]) -> float``: the fraction of positions with
     ``targets != -100`` whose argmax prediction equals the target (other positions ignored)."""
     seed = resolve_seed(seed)
 
     def trials() -> None:
         g = generator(seed)
-        for B, N, V, p_query in [(2, 10, 7, 0.3), (4, 33, 16, 0.1), (1, 5, 3, 1.0), (3, 20, 50, 0.5)]:
+        for B, N, V, p_query in [(2, 10, 7, 0.3), (4, 33, 16, 0.1), (1, 5, 3, 1.0),
+                                 (3, 20, 50, 0.5)]:
             logits = torch.randn(B, N, V, generator=g)
             targets = torch.randint(0, V, (B, N), generator=g)
             # Make about half of the scored positions right, so that a wrong answer shows.
@@ -32,8 +34,9 @@ def check_query_accuracy(fn: Callable[[torch.Tensor, torch.Tensor], float], stri
             want = (logits.argmax(-1)[scored] == targets[scored]).float().mean().item()
             got = fn(logits.clone(), targets.clone())
             got = float(got.item() if isinstance(got, torch.Tensor) else got)
-            assert abs(got - want) < 1e-6, (f"B={B}, N={N}, V={V}, {int(scored.sum())} scored positions "
-                                            f"(seed {seed}): expected {want:.4f}, got {got:.4f}")
+            assert abs(got - want) < 1e-6, (
+                f"B={B}, N={N}, V={V}, {int(scored.sum())} scored positions (seed {seed}): "
+                f"expected {want:.4f}, got {got:.4f}")
     return run_checks("accuracy at query positions", trials, strict=strict, seed=seed)
 
 
@@ -49,7 +52,7 @@ def reachable_from(N: int, window: int, n_layers: int, p: int) -> torch.Tensor:
 
 
 def check_first_blind_query(fn: Callable[[int, int, int], int], strict: bool = False, *,
-        seed: int | None = None) -> Result:
+                            seed: int | None = None) -> Result:
     """``fn(num_pairs, window, n_layers) -> int``: the smallest position p such that a model of
     ``n_layers`` sliding-window layers (window w, query p keeps keys ``p - w < j <= p``) cannot
     move any information from the pairs (positions ``0 .. 2P - 1``) to position p."""
@@ -58,12 +61,14 @@ def check_first_blind_query(fn: Callable[[int, int, int], int], strict: bool = F
     def trials() -> None:
         g = generator(seed)
         cases = [(4, 8, 2), (1, 1, 3), (8, 16, 2), (3, 5, 1)]
-        cases += [tuple(int(x) for x in (torch.randint(1, 9, (1,), generator=g), torch.randint(1, 12, (1,), generator=g),
-                                         torch.randint(1, 5, (1,), generator=g))) for _ in range(4)]
+        cases += [tuple(int(torch.randint(lo, hi, (1,), generator=g))
+                        for lo, hi in ((1, 9), (1, 12), (1, 5))) for _ in range(4)]
         for P, w, L in cases:
             N = 2 * P + L * w + 4
             blind = [p for p in range(N) if not reachable_from(N, w, L, p)[:2 * P].any()]
             want = blind[0]
             got = fn(P, w, L)
-            assert int(got) == want, f"num_pairs={P}, window={w}, n_layers={L} (seed {seed}): expected {want}, got {got}"
-    return run_checks("first query a sliding window cannot answer", trials, strict=strict, seed=seed)
+            assert int(got) == want, (f"num_pairs={P}, window={w}, n_layers={L} (seed {seed}): "
+                                      f"expected {want}, got {got}")
+    return run_checks("first query a sliding window cannot answer", trials, strict=strict,
+                      seed=seed)

@@ -9,11 +9,12 @@ import torch
 
 from ..lab.tasks import ROLE_QUERY, ROLE_VALUE
 from ..lifetimes import key_lifetimes
-from .core import Result, generator, resolve_seed, run_checks
+from .core import Result, expect_tensor, generator, resolve_seed, run_checks
 
 
-def check_pair_attention(fn: Callable[[torch.Tensor, torch.Tensor], float], strict: bool = False, *,
-        seed: int | None = None) -> Result:
+def check_pair_attention(fn: Callable[[torch.Tensor, torch.Tensor], float],
+                         strict: bool = False, *,
+                         seed: int | None = None) -> Result:
     """``fn(probs [N, N], roles int8 [N]) -> float``: the attention mass that query rows put on
     pair tokens (roles key or value, i.e. ``roles <= ROLE_VALUE``), averaged over the query rows
     (``roles == ROLE_QUERY``)."""
@@ -29,12 +30,13 @@ def check_pair_attention(fn: Callable[[torch.Tensor, torch.Tensor], float], stri
             want = probs[rows][:, roles <= ROLE_VALUE].sum(-1).mean().item()
             got = fn(probs.clone(), roles.clone())
             got = float(got.item() if isinstance(got, torch.Tensor) else got)
-            assert abs(got - want) < 1e-5, f"N={N} (seed {seed}): expected {want:.4f}, got {got:.4f}"
+            assert abs(got - want) < 1e-5, (f"N={N} (seed {seed}): expected {want:.4f}, "
+                                            f"got {got:.4f}")
     return run_checks("attention on pair tokens at the queries", trials, strict=strict, seed=seed)
 
 
 def check_survivors(fn: Callable[[torch.Tensor, int], torch.Tensor], strict: bool = False, *,
-        seed: int | None = None) -> Result:
+                    seed: int | None = None) -> Result:
     """``fn(s [K], window) -> bool [K]``: True for the keys kept by the last query (row mode,
     causal), i.e. the keys never evicted (``e_j = K``). Ties: the later key wins."""
     seed = resolve_seed(seed)
@@ -51,9 +53,9 @@ def check_survivors(fn: Callable[[torch.Tensor, int], torch.Tensor], strict: boo
                 s = (s * 2).round() / 2                          # few distinct values: many ties
             want = key_lifetimes(s[None, None], w)[0, 0] == K
             got = fn(s.clone(), w)
-            assert isinstance(got, torch.Tensor) and got.dtype == torch.bool and got.shape == (K,), \
-                f"return a bool tensor of shape [{K}], got {getattr(got, 'dtype', type(got).__name__)} {tuple(getattr(got, 'shape', ()))}"
+            expect_tensor(got, dtype=torch.bool, shape=(K,))
             bad = (got != want).nonzero().flatten().tolist()
-            assert not bad, (f"K={K}, window={w}{', with ties' if tie else ''} (seed {seed}): key {bad[0]} "
+            assert not bad, (f"K={K}, window={w}{', with ties' if tie else ''} (seed {seed}): "
+                             f"key {bad[0]} "
                              f"{'survives' if want[bad[0]] else 'is evicted before the end'}")
     return run_checks("keys that survive to the end", trials, strict=strict, seed=seed)
