@@ -1,8 +1,9 @@
 """A small decoder-only language model whose attention is MHA, a sliding window, or DMA.
 
     h_0 = E[tokens]                                         token embedding, no position embedding
-    h   = h + Attn(RMSNorm(h))                              (RoPE on q and k inside Attn)
-    h   = h + W_down( silu(W_gate RMSNorm(h)) * W_up RMSNorm(h) )     SwiGLU MLP
+    x   = RMSNorm(h);  x = x + conv(x)                      optional short causal depthwise conv
+    h   = h + Attn(x)                                       (RoPE on q and k inside Attn)
+    h   = h + W_down( silu(W_gate RMSNorm(h)) * W_up RMSNorm(h) )     SwiGLU MLP (optional)
     logits = RMSNorm(h) E^T        (tied head; untied: a separate W_head)
 
 The three attentions (``dma_ref.nn.attention``) share everything but the selection of keys:
@@ -47,6 +48,8 @@ class ModelConfig:
     window: int = 16                     # w of swa and dma (ignored by mha)
     form: str = "exp"                    # DMA score form, "exp" (paper) or "log"
     mlp_hidden: int | None = None        # SwiGLU hidden size (default 4 d_model * 2/3, rounded)
+    mlp: bool = True                     # False: blocks without an MLP (attention only)
+    conv_kernel: int = 0                 # > 0: a short causal depthwise conv before q, k, v
     tie_embeddings: bool = True
     backend: str = "auto"                # DMA backend: "naive", "triton", "auto" (triton on CUDA)
 
@@ -56,6 +59,8 @@ class ModelConfig:
             raise ValueError(f"d_model={self.d_model} must be a multiple of n_heads={self.n_heads}")
         if self.window < 1:
             raise ValueError(f"window must be >= 1, got {self.window}")
+        if self.conv_kernel < 0:
+            raise ValueError(f"conv_kernel must be >= 0 (0: no convolution), got {self.conv_kernel}")
 
     @property
     def hidden(self) -> int:
@@ -88,6 +93,32 @@ class SwiGLU(nn.Module):
         return self.down(F.silu(self.gate(x)) * self.up(x))
 
 
+class ShortConv(nn.Module):
+    """A short causal depthwise convolution with a residual, ``y_t = x_t + sum_i w_i * x_{t-i}``
+    (per channel, i = 0 .. kernel-1), as in Zoology's attention baselines: it lets a token see
+    its left neighbour before attention, so that one attention layer can match a query key with
+    the key *and* read the value next to it.
+
+    ``forward(x [B, N, C], past [B, kernel-1, C] | None) -> y [B, N, C]``; ``past`` holds the
+    inputs just before x (decoding), zeros when None (the sequence starts at x).
+    """
+
+    def __init__(self, dim: int, kernel: int):
+        super().__init__()
+        self.kernel = kernel
+        self.conv = nn.Conv1d(dim, dim, kernel, groups=dim, bias=False)
+
+    def forward(self, x: torch.Tensor, past: torch.Tensor | None = None) -> torch.Tensor:
+        B, N, C = x.shape
+        if past is None:
+            past = x.new_zeros(B, self.kernel - 1, C)
+        if past.shape != (B, self.kernel - 1, C):
+            raise ValueError(f"past must have shape [B={B}, kernel-1={self.kernel - 1}, C={C}], "
+                             f"got {tuple(past.shape)}")
+        xp = torch.cat([past, x], dim=1).transpose(1, 2)          # [B, C, kernel-1+N]
+        return x + self.conv(xp).transpose(1, 2)
+
+
 def make_attention(cfg: ModelConfig, device: torch.device | str | None = None) -> ProjectedAttention:
     """The attention layer ``cfg.attn`` asks for (DMA's backend: ``cfg.backend``, or with
     "auto" the one for ``device``)."""
@@ -103,18 +134,21 @@ class Block(nn.Module):
     def __init__(self, cfg: ModelConfig, device=None):
         super().__init__()
         self.norm1 = RMSNorm(cfg.d_model)
+        self.conv = ShortConv(cfg.d_model, cfg.conv_kernel) if cfg.conv_kernel else None
         self.attn = make_attention(cfg, device)
-        self.norm2 = RMSNorm(cfg.d_model)
-        self.mlp = SwiGLU(cfg.d_model, cfg.hidden)
+        self.norm2 = RMSNorm(cfg.d_model) if cfg.mlp else None
+        self.mlp = SwiGLU(cfg.d_model, cfg.hidden) if cfg.mlp else None
 
     def forward(self, h: torch.Tensor, internals: list | None = None) -> torch.Tensor:
         x = self.norm1(h)
+        if self.conv is not None:
+            x = self.conv(x)
         q, k, v, s = self.attn.project(x)
         o = self.attn.core(q, k, v, s)
         if internals is not None:
             internals.append({"q": q, "k": k, "v": v, "s": s})
         h = h + self.attn.output(o)
-        return h + self.mlp(self.norm2(h))
+        return h if self.mlp is None else h + self.mlp(self.norm2(h))
 
 
 class TinyLM(nn.Module):
