@@ -56,7 +56,7 @@ def test_mqar_every_answer_is_its_pairs_value():
             else:
                 assert y[p] == IGNORE
             if r[p] == ROLE_FILLER:
-                assert x[p] in voc["filler"]
+                assert x[p] in voc["key"] and x[p] not in pairs, "fillers: other key tokens"
         assert all(r[2 * m] == ROLE_KEY and x[2 * m] in voc["key"] for m in range(P))
         assert all(r[2 * m + 1] == ROLE_VALUE and x[2 * m + 1] in voc["value"] for m in range(P))
         assert all(r[p] in (ROLE_QUERY, ROLE_FILLER) for p in range(2 * P, N))
@@ -70,7 +70,29 @@ def test_mqar_more_queries_than_pairs_and_errors():
     with pytest.raises(ValueError, match="num_queries"):
         mqar(2, 20, 4, 64, generator=gen(0), query_start=18, num_queries=3)
     with pytest.raises(ValueError, match="num_pairs"):
-        mqar(2, 200, 30, 64, generator=gen(0))
+        mqar(2, 200, 31, 64, generator=gen(0))       # 31 keys would leave no filler token
+
+
+def test_mqar_vocabulary_halves_and_token_zero():
+    voc = vocab_ranges(256)
+    assert voc["key"] == range(1, 128) and voc["value"] == range(128, 256)
+    b = mqar(64, 256, 16, 256, generator=gen(5), query_start=128)
+    assert int(b.inputs.min()) >= 1, "token 0 is never drawn"
+
+
+def test_mqar_query_gaps_follow_the_power_law():
+    # Zoology's a = 0.01: P(gap = g) ~ (g + 1)^-0.99, so gap 0 is ~(span)^0.99 times likelier
+    # than the last gap; uniform (None) gives a mean gap near span / 2.
+    B, N, P, start = 400, 256, 4, 128
+    span = N - start
+    power = mqar(B, N, P, 256, generator=gen(11), query_start=start, gap_power=0.01)
+    flat = mqar(B, N, P, 256, generator=gen(11), query_start=start, gap_power=None)
+    gaps_pow = (power.roles == ROLE_QUERY).nonzero()[:, 1] - start
+    gaps_flat = (flat.roles == ROLE_QUERY).nonzero()[:, 1] - start
+    assert gaps_pow.float().mean() < 0.6 * gaps_flat.float().mean(), (gaps_pow.float().mean(),
+                                                                       gaps_flat.float().mean())
+    assert abs(gaps_flat.float().mean().item() - (span - 1) / 2) < 0.1 * span
+    assert int((gaps_pow < 8).sum()) > 3 * int((gaps_flat < 8).sum())
 
 
 def test_needle_in_haystack():
@@ -85,3 +107,4 @@ def test_needle_in_haystack():
         assert x[-1] == x[d] and y[-1] == x[d + 1]
         assert all(t == IGNORE for t in y[:-1])
         assert r.count(ROLE_FILLER) == N - 3
+        assert all(x[p] != x[d] for p in range(N) if r[p] == ROLE_FILLER), "a filler is the key"

@@ -30,7 +30,7 @@ from dma_ref.paths import FIGURES
 
 TINY = {"seq_len": 16, "pairs": 2, "query_start": None, "vocab_size": 16, "d_model": 32, "n_heads": 2,
         "window": 4, "batch_size": 16, "eval_size": 32, "eval_every": 5, "warmup": 2, "window_hold": 0,
-        "window_anneal": 0}
+        "window_anneal": 0, "mix_divisors": (2,)}
 
 
 def test_lm_loss_ignores_unscored_positions():
@@ -124,7 +124,9 @@ def test_run_measurements():
     cfg = TrainConfig(attn="mha", steps=4, **TINY)
     res = train(cfg, progress=False, time_every=2)
     assert res["steps_run"] == 4 and res["attention_share_steps"] == 2       # steps 1 and 3
-    assert res["tokens_per_s"] == pytest.approx(4 * cfg.batch_size * cfg.seq_len / res["seconds"])
+    tokens = sum(L.batch * L.seq_len for L in cfg.lengths())
+    assert tokens == 2 * cfg.batch_size * cfg.seq_len          # seq_len and seq_len / 2, same tokens
+    assert res["tokens_per_s"] == pytest.approx(4 * tokens / res["seconds"])
     assert res["loss_curve"][-1] == [4, res["loss"]] and res["precision"] == "fp32"
     cores = [b.attn.core for b in res["model"].blocks]                       # timer removed
     assert not any(c._forward_pre_hooks or c._forward_hooks for c in cores)
@@ -176,7 +178,7 @@ def test_attention_share_counts_forward_and_backward(monkeypatch):
 def test_cli_single_run(tmp_path, capsys):
     main(["--attn", "swa", "--steps", "2", "--seq-len", "16", "--pairs", "2", "--query-start", "-1",
           "--vocab-size", "16", "--d-model", "32", "--n-heads", "2", "--batch-size", "8",
-          "--eval-size", "16", "--out", str(tmp_path)])
+          "--eval-size", "16", "--mix-div", "", "--out", str(tmp_path)])
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["attn"] == "swa" and 0 <= out["accuracy"] <= 1
     rec = json.loads((tmp_path / "result.json").read_text())
@@ -216,8 +218,10 @@ def test_gpu_preset_is_longer_and_out_of_swa_reach():
     two sliding-window layers, as the comment on GPU_PRESET computes."""
     cfg = TrainConfig(**GPU_PRESET)
     assert cfg.seq_len > TrainConfig().seq_len and cfg.steps >= 1000
-    assert cfg.query_start >= 2 * cfg.pairs + cfg.n_layers * (cfg.window - 1)
-    assert not nb08.reachable_from(cfg.seq_len, cfg.window, cfg.n_layers, cfg.query_start)[:2 * cfg.pairs].any()
+    reach = cfg.n_layers * (cfg.window - 1 + cfg.conv_kernel - 1)
+    assert cfg.query_start - reach > 2 * cfg.pairs - 1
+    assert not nb08.reachable_from(cfg.seq_len, cfg.window, cfg.n_layers, cfg.query_start,
+                                   cfg.conv_kernel)[:2 * cfg.pairs].any()
     assert cfg.window_hold + cfg.window_anneal < cfg.steps          # trained at w for a while
     assert cfg.batch_size % 8 == 0                                  # splits over 1, 2, 4, 8 GPUs
 

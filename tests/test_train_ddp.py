@@ -136,13 +136,14 @@ def test_ranks_stop_together_when_out_of_time(ddp_run):
 
 def test_data_streams_concatenate_in_stream_order():
     cfg = TrainConfig(**{**TINY, "data_streams": 2})
-    both = DataStreams(cfg).next()
-    parts = [DataStreams(cfg, [r]).next() for r in range(2)]
+    both, short = DataStreams(cfg).next()               # seq_len, then seq_len / 2 (mix_divisors)
+    parts = [DataStreams(cfg, [r]).next()[0] for r in range(2)]
+    assert short.inputs.shape == (32, 8)
     assert both.inputs.shape == (16, 16) and parts[0].inputs.shape == (8, 16)
     torch.testing.assert_close(both.inputs, torch.cat([p.inputs for p in parts]))
     torch.testing.assert_close(both.targets, torch.cat([p.targets for p in parts]))
     # One stream is exactly the generator seeded with `seed` (the recorded runs' data).
-    one = DataStreams(TrainConfig(**TINY)).next()
+    one = DataStreams(TrainConfig(**TINY)).next()[0]
     want = TrainConfig(**TINY).batch(16, torch.Generator().manual_seed(0))
     torch.testing.assert_close(one.inputs, want.inputs)
     assert not torch.equal(parts[1].inputs, parts[0].inputs)

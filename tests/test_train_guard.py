@@ -17,7 +17,7 @@ from dma_ref.scores import EXP_OVERFLOW, score_exponent
 
 TINY = {"seq_len": 16, "pairs": 2, "query_start": None, "vocab_size": 16, "d_model": 32,
         "n_heads": 2, "window": 4, "batch_size": 8, "eval_size": 16, "eval_every": 5,
-        "warmup": 1, "window_hold": 0, "window_anneal": 0, "steps": 30}
+        "warmup": 1, "window_hold": 0, "window_anneal": 0, "steps": 30, "mix_divisors": ()}
 BAD_LAYER = 1
 
 

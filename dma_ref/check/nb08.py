@@ -40,14 +40,20 @@ def check_query_accuracy(fn: Callable[[torch.Tensor, torch.Tensor], float],
     return run_checks("accuracy at query positions", trials, strict=strict, seed=seed)
 
 
-def reachable_from(N: int, window: int, n_layers: int, p: int) -> torch.Tensor:
+def reachable_from(N: int, window: int, n_layers: int, p: int, conv_kernel: int = 0) -> torch.Tensor:
     """bool ``[N]``: the tokens whose information can reach position p after ``n_layers``
-    sliding-window attention layers (a walk through the band mask, computed, not by formula)."""
+    sliding-window attention layers (a walk through the band mask, computed, not by formula),
+    each layer preceded by a causal convolution of ``conv_kernel`` taps (0: none), which mixes
+    position t with ``t - conv_kernel + 1 .. t``."""
     keep = sliding_window_mask(N, window)
     reach = torch.zeros(N, dtype=torch.bool)
     reach[p] = True
     for _ in range(n_layers):
         reach = reach | keep[reach].any(0)
+        spread = reach.clone()
+        for shift in range(1, conv_kernel):
+            spread[:-shift] |= reach[shift:]
+        reach = spread
     return reach
 
 

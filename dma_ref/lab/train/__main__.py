@@ -66,6 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
         elif f.name == "precision":
             p.add_argument(flag, choices=PRECISIONS,
                            help=f"auto: bf16 autocast on CUDA, fp32 on the CPU (default {value})")
+        elif f.name == "mix_divisors":
+            p.add_argument(flag, type=int_tuple, help="also train at seq_len / d for each d, "
+                                                      f"comma-separated ('' for none; default {value})")
+        elif f.name == "gap_power":
+            p.add_argument(flag, type=optional_float, help="power law of the query gaps "
+                                                           f"('none': uniform; default {value})")
+        elif isinstance(value, bool):
+            p.add_argument(flag, type=yes_no, help=f"yes or no (default {'yes' if value else 'no'})")
         elif f.name == "data_streams":
             p.add_argument(flag, type=int,
                            help="training-data streams (default 1; under torchrun: the world size)")
@@ -85,6 +93,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-seconds", type=float,
                    help="stop each run after this long (--preset gpu: GPU_MAX_SECONDS)")
     return p
+
+
+def int_tuple(text: str) -> tuple[int, ...]:
+    """``"4,2"`` (or ``"(4, 2)"``) -> ``(4, 2)``; ``""`` or ``"()"`` -> ``()``."""
+    return tuple(int(t) for t in text.strip("()[] ").split(",") if t.strip())
+
+
+def optional_float(text: str) -> float | None:
+    """A float, or None for ``none``."""
+    return None if text.strip().lower() == "none" else float(text)
+
+
+def yes_no(text: str) -> bool:
+    """``yes/true/1`` -> True, ``no/false/0`` -> False."""
+    t = text.strip().lower()
+    if t in ("yes", "true", "1"):
+        return True
+    if t in ("no", "false", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected yes or no, got {text!r}")
 
 
 def parse_options(argv: list[str] | None = None, world: int = 1

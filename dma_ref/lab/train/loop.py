@@ -147,7 +147,7 @@ def train(cfg: TrainConfig, device: torch.device | str = "cpu", *, progress: boo
                            (held_out.inputs, held_out.targets, held_out.roles))).to(device)
     amp = autocast_dtype(cfg, device)
     timer = AttentionTimer(model, device, time_every)
-    tokens_per_step = cfg.batch_size * cfg.seq_len           # global: all ranks together
+    tokens_per_step = sum(L.batch * L.seq_len for L in cfg.lengths())   # global: all ranks
     curve: list[list[float]] = []
     loss_curve: list[list[float]] = []
     postfix: dict[str, str] = {}
@@ -161,13 +161,13 @@ def train(cfg: TrainConfig, device: torch.device | str = "cpu", *, progress: boo
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, cfg) * group["mult"]
             set_window(model, window_at(step, cfg))
-            inputs, targets = to_device(data.next(), device)
+            parts = data.next()
+            scored = [int((b.targets != IGNORE).sum()) for b in parts]   # on the CPU: no sync
+            batches = [to_device(b, device) for b in parts]
             opt.zero_grad(set_to_none=True)
+            inputs = batches[0][0]
             try:
-                with autocast(device, amp):
-                    logits = net(inputs)
-                loss_t = lm_loss(logits, targets)
-                loss_t.backward()
+                loss_t = step_loss(net, batches, scored, device, amp)
             except ValueError as err:        # e.g. the naive path refusing +inf scores
                 causes = diagnose(model, inputs)
                 if not causes:
@@ -220,6 +220,23 @@ def train(cfg: TrainConfig, device: torch.device | str = "cpu", *, progress: boo
             "attention_share_method": timer.method(),
             "precision": "bf16 autocast" if amp is not None else "fp32",
             "world_size": ctx.world_size, "params": model.num_params(), "model": model}
+
+
+def step_loss(net: torch.nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]],
+              counts: list[int], device: torch.device, amp: torch.dtype | None) -> torch.Tensor:
+    """The loss of one training step over sub-batches of different lengths (``[(inputs,
+    targets)]``, int64 ``[B_i, N_i]``, with ``counts[i]`` scored positions), backpropagated one
+    length at a time (one graph alive at a time): the mean over every scored position of them
+    all, a float32 scalar (detached)."""
+    total = max(sum(counts), 1)
+    loss = torch.zeros((), device=device)
+    for (inputs, targets), n in zip(batches, counts):
+        with autocast(device, amp):
+            logits = net(inputs)
+        part = lm_loss(logits, targets) * (n / total)
+        part.backward()
+        loss += part.detach()
+    return loss
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
