@@ -3,6 +3,7 @@ weights (issue: the paper's exp form turned MQAR training into NaN)."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -94,3 +95,20 @@ def test_nan_loss_without_an_exception_is_caught_too(monkeypatch):
     monkeypatch.setattr(train_loop, "TinyLM", PoisonedLM)
     with pytest.raises(TrainingDiverged, match=r"step 0: layer 0 \(blocks.0.attn\): non-finite q"):
         train(TrainConfig(**{**TINY, "attn": "mha"}), progress=False, time_every=0)
+
+
+def test_forms_comparison_records_the_diverged_run(monkeypatch, tmp_path):
+    """``python -m dma_ref.lab.train.forms`` trains both forms and records a diverged exp run
+    (its step and causes) beside a finished log run, instead of stopping."""
+    from dma_ref.lab.train import forms
+
+    monkeypatch.setattr(train_loop, "TinyLM", OverflowingLM)
+    monkeypatch.setattr(forms, "TrainConfig", lambda **kw: TrainConfig(**{**TINY, "steps": 6, **kw}))
+    out = tmp_path / "forms.json"
+    rec = forms.main(["--seeds", "3", "--out", str(out)])
+    assert set(rec["runs"]) == {"exp_s3", "log_s3"}
+    exp, log = rec["runs"]["exp_s3"], rec["runs"]["log_s3"]
+    assert exp["accuracy"] is None and exp["diverged_at"] == 0 and "overflow" in exp["causes"][0]
+    assert log["diverged_at"] is None and 0 <= log["accuracy"] <= 1 and log["curve"]
+    assert rec["config"]["steps"] == 6 and "form" not in rec["config"]
+    assert json.loads(out.read_text())["runs"]["log_s3"]["seed"] == 3

@@ -20,10 +20,13 @@ from ...scores import EXP_OVERFLOW, score_exponent
 class TrainingDiverged(RuntimeError):
     """A non-finite loss or gradient at ``step``. ``causes``: what :func:`diagnose` found, one
     line per layer or parameter; ``last_good``: the model's state dict (CPU copies) before the
-    update of ``step``, to save as the last good checkpoint."""
+    update of ``step``, to save as the last good checkpoint; ``curve`` and ``loss_curve``: the
+    run's evaluations so far (``[[step, value], ...]``, as ``train`` returns them)."""
 
-    def __init__(self, step: int, causes: list[str], last_good: dict[str, torch.Tensor]):
+    def __init__(self, step: int, causes: list[str], last_good: dict[str, torch.Tensor], *,
+                 curve: list | None = None, loss_curve: list | None = None):
         self.step, self.causes, self.last_good = step, causes, last_good
+        self.curve, self.loss_curve = curve or [], loss_curve or []
         super().__init__(f"training diverged at step {step}: " + "; ".join(causes))
 
 

@@ -172,7 +172,8 @@ def train(cfg: TrainConfig, device: torch.device | str = "cpu", *, progress: boo
                 causes = diagnose(model, inputs)
                 if not causes:
                     raise
-                raise TrainingDiverged(step, causes, last_good_state(model)) from err
+                raise TrainingDiverged(step, causes, last_good_state(model),
+                                       curve=curve, loss_curve=loss_curve) from err
             # After backward the gradients are all-reduced, so the clipped norm is the same on
             # every rank and the ranks stay identical.
             grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
@@ -180,7 +181,8 @@ def train(cfg: TrainConfig, device: torch.device | str = "cpu", *, progress: boo
             # norm is all-reduced under DDP, so every rank stops at the same step).
             if not is_finite(loss_t, grad_norm):
                 causes = diagnose(model, inputs) or [NO_CAUSE]
-                raise TrainingDiverged(step, causes, last_good_state(model))
+                raise TrainingDiverged(step, causes, last_good_state(model),
+                                       curve=curve, loss_curve=loss_curve)
             opt.step()
             timer.end_step()
             last = step == cfg.steps - 1 or out_of_time(ctx, step, t0, max_seconds)

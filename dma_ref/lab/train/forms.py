@@ -1,0 +1,95 @@
+r"""DMA's two score forms trained alike: the paper's ``exp`` and the official code's ``log``.
+
+    s = exp(A softplus(x))    form="exp"  (paper Eq. 3): the bias e^(e^(A softplus x)) overflows
+    s = A softplus(x)         form="log"  (official code since October 2025)
+
+Both rank keys the same way; they differ in the bias added to the kept logits. This trains DMA
+on one recipe (the TrainConfig defaults unless overridden) with each form and several seeds, and
+records each run's accuracy curve, or the step at which it diverged and why::
+
+    python -m dma_ref.lab.train.forms --seeds 0 1 2 --out figures/mqar/score_forms.json
+    python -m dma_ref.lab.train.forms --device cuda --precision fp32 --out /tmp/forms.json
+
+A diverged run (``TrainingDiverged``: a non-finite loss or gradient) keeps its curve up to the
+step before, ``accuracy`` null, and ``diverged_at`` and ``causes``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import torch
+
+from .config import TrainConfig
+from .guard import TrainingDiverged
+from .loop import train
+
+FORMS = ("exp", "log")
+
+
+def run_forms(cfg: TrainConfig, seeds: list[int], device: torch.device | str = "cpu", *,
+              forms: tuple[str, ...] = FORMS, progress: bool = True) -> dict:
+    """Train DMA with ``cfg`` once per (form, seed). Returns ``{"config", "runs": {"<form>_s<seed>":
+    {"form", "seed", "accuracy" (None if diverged), "curve", "loss_curve", "seconds",
+    "diverged_at", "causes"}}}``."""
+    runs = {}
+    for form in forms:
+        for seed in seeds:
+            run_cfg = replace(cfg, attn="dma", form=form, seed=seed)
+            t0 = time.perf_counter()
+            try:
+                res = train(run_cfg, device, progress=progress, time_every=0)
+                rec = {"accuracy": res["accuracy"], "curve": res["curve"],
+                       "loss_curve": res["loss_curve"], "diverged_at": None, "causes": []}
+            except TrainingDiverged as err:
+                rec = {"accuracy": None, "curve": err.curve, "loss_curve": err.loss_curve,
+                       "diverged_at": err.step, "causes": err.causes}
+            runs[f"{form}_s{seed}"] = {"form": form, "seed": seed, **rec,
+                                       "seconds": round(time.perf_counter() - t0, 1)}
+    config = {k: v for k, v in asdict(cfg).items() if k not in ("attn", "form", "seed")}
+    return {"config": config, "runs": runs}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(prog="python -m dma_ref.lab.train.forms", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--forms", nargs="+", choices=FORMS, default=list(FORMS))
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--precision", default="auto", help="as TrainConfig.precision")
+    p.add_argument("--steps", type=int, default=None, help="override TrainConfig.steps")
+    p.add_argument("--lr", type=float, default=None, help="override TrainConfig.lr")
+    p.add_argument("--out", type=Path, required=True, help="the JSON record to write")
+    opts = p.parse_args(argv)
+    cfg = TrainConfig(precision=opts.precision)
+    if opts.steps is not None:
+        cfg = replace(cfg, steps=opts.steps)
+    if opts.lr is not None:
+        cfg = replace(cfg, lr=opts.lr)
+    if opts.device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False           # fp32 means fp32
+    t0 = time.perf_counter()
+    rec = run_forms(cfg, opts.seeds, opts.device, forms=tuple(opts.forms))
+    gpu = torch.cuda.get_device_name() if opts.device == "cuda" else None
+    rec = {"what": "DMA on the MQAR recipe, score form exp vs log, per seed",
+           "command": "python -m dma_ref.lab.train.forms " + " ".join(argv or []),
+           "machine": {"gpu": gpu, "cpu": platform.processor() or platform.machine(),
+                       "threads": torch.get_num_threads(), "torch": torch.__version__},
+           "wall_seconds": round(time.perf_counter() - t0, 1), **rec}
+    opts.out.parent.mkdir(parents=True, exist_ok=True)
+    opts.out.write_text(json.dumps(rec, indent=1) + "\n")
+    for name, r in rec["runs"].items():
+        print(name, "diverged at step", r["diverged_at"] if r["accuracy"] is None
+              else f"accuracy {r['accuracy']:.3f}", f"({r['seconds']} s)")
+    return rec
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1:])
