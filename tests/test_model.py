@@ -122,10 +122,10 @@ def test_core_is_a_hookable_parameter_free_child(attn):
 
 
 def test_one_backend_rule():
-    assert backend_for("cpu") == "naive" and backend_for(None) == "naive"
+    assert backend_for("cpu") == "sdpa" and backend_for(None) == "sdpa"
     assert backend_for("cuda") == "triton" and backend_for(torch.device("cuda", 1)) == "triton"
     model = TinyLM(ModelConfig(vocab_size=32, d_model=32, n_heads=4), device="cpu")
-    assert all(b.attn.backend == "naive" for b in model.blocks)
+    assert all(b.attn.backend == "sdpa" for b in model.blocks)
     assert isinstance(model.blocks[0].attn, DMAAttention)
 
 

@@ -22,18 +22,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..dense import expand_kv
-from ..naive import naive_dma_attention
+from ..naive import naive_dma_attention, sdpa_dma_attention
 from ..rope import apply_rope, rope_angles
 from ..scores import dma_scores
 from ..validate import check_flag, check_mode, check_window
 from . import kinds
 
-BACKENDS = ("naive", "triton")
+BACKENDS = ("naive", "sdpa", "triton")
 
 
 def backend_for(device: torch.device | str | None) -> str:
-    """DMA's backend on ``device``: the Triton kernels on CUDA, the naive PyTorch path elsewhere."""
-    return "triton" if torch.device(device or "cpu").type == "cuda" else "naive"
+    """DMA's backend on ``device``: the Triton kernels on CUDA, PyTorch's SDPA with the DMA mask
+    as an additive bias elsewhere."""
+    return "triton" if torch.device(device or "cpu").type == "cuda" else "sdpa"
 
 
 class Core(nn.Module):
@@ -164,7 +165,9 @@ class DMAAttention(ProjectedAttention):
         form: "exp" (paper) or "log" (official code) score form.
         causal, mode: as in ``naive_dma_attention``.
         rope: apply rotary embeddings to q and k (v, hence s, is never rotated).
-        backend: "naive" (PyTorch, any device) or "triton" (``dma_ref.kernels``).
+        backend: "naive" (``naive_dma_attention``, any device), "sdpa" (``sdpa_dma_attention``:
+            the same through PyTorch's fused attention, ~3x faster on a CPU; global mode falls
+            back to naive) or "triton" (``dma_ref.kernels``).
     """
 
     kind = "dma"
@@ -195,4 +198,6 @@ class DMAAttention(ProjectedAttention):
         if self.backend == "triton":
             from ..kernels import dma_attention  # lazily: importing it defines Triton kernels
             return dma_attention(q, k, v, s, self.window, causal=self.causal, mode=self.mode)
+        if self.backend == "sdpa" and self.mode == "row":
+            return sdpa_dma_attention(q, k, v, s, self.window, causal=self.causal)
         return naive_dma_attention(q, k, v, s, self.window, causal=self.causal, mode=self.mode)

@@ -51,7 +51,7 @@ class ModelConfig:
     mlp: bool = True                     # False: blocks without an MLP (attention only)
     conv_kernel: int = 0                 # > 0: a short causal depthwise conv before q, k, v
     tie_embeddings: bool = True
-    backend: str = "auto"                # DMA backend: "naive", "triton", "auto" (triton on CUDA)
+    backend: str = "auto"                # DMA backend: "naive", "sdpa", "triton", "auto" (triton on CUDA, else sdpa)
 
     def __post_init__(self) -> None:
         check_kind(self.attn)
@@ -109,7 +109,7 @@ class ShortConv(nn.Module):
         self.conv = nn.Conv1d(dim, dim, kernel, groups=dim, bias=False)
 
     def forward(self, x: torch.Tensor, past: torch.Tensor | None = None) -> torch.Tensor:
-        B, N, C = x.shape
+        B, _, C = x.shape
         if past is None:
             past = x.new_zeros(B, self.kernel - 1, C)
         if past.shape != (B, self.kernel - 1, C):
