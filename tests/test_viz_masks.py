@@ -86,8 +86,11 @@ def test_explorer_bad_head():
 def test_plots_draw_what_they_are_given():
     d = M.explorer_data(mode="global")
     fig = M.plot_explorer(d)
-    ax_s, ax_m, ax_k = fig.axes
+    ax_s, ax_m, ax_r, ax_k = fig.axes
     assert len(ax_s.patches) == d["N"]                                  # one score bar per key
+    ref_image = ax_r.get_images()[0].get_array()
+    torch.testing.assert_close(torch.as_tensor(ref_image.data).double(), d["ref_mask"].double())
+    assert [line.get_ydata()[0] for line in ax_s.get_lines()] == [d["threshold"]]   # tau_p
     assert [round(p.get_height(), 4) for p in ax_s.patches] == [round(x, 4) for x in d["scores"].tolist()]
     assert [p.get_width() for p in ax_k.patches] == d["kept_per_row"].tolist()
     image = ax_m.get_images()[0].get_array()
@@ -117,7 +120,8 @@ def explorer():
 
 def test_widget_initial_state(explorer):
     _widget, state = explorer
-    assert set(state["controls"]) == {"seed", "N", "window", "A_scale", "head", "mode", "causal"}
+    assert set(state["controls"]) == {"seed", "N", "window", "A_scale", "head", "mode", "causal",
+                                      "row", "compare", "scores"}
     assert state["updates"] == 1
     ref = M.explorer_data(seed=0, N=32, window=6, A_scale=1.0)
     torch.testing.assert_close(state["data"]["mask"], ref["mask"])
@@ -191,3 +195,54 @@ def test_widget_show_draws_into_output():
     state["controls"]["window"].value = 3
     assert state["updates"] == 2 and state["data"]["window"] == 3
     assert widget.children[-1] is state["output"]
+
+
+def test_widget_typed_scores_show_the_tie_rule(explorer):
+    """Four equal scores, w = 2: the last row keeps the two *latest* keys, and its threshold is
+    key 2 (key 1 has the same score but an earlier position, so it is out)."""
+    _, state = explorer
+    state["controls"]["window"].value = 2
+    state["controls"]["scores"].value = "1, 1, 1, 1"
+    d = state["data"]
+    assert d["custom_scores"] and d["N"] == 4 and state["error"] is None
+    assert d["mask"][3].nonzero().flatten().tolist() == [2, 3]
+    assert (d["row"], d["threshold_key"], d["threshold"]) == (3, 2, 1.0)
+    state["controls"]["scores"].value = "5, 1, 1, 2, 0"
+    d = state["data"]
+    torch.testing.assert_close(d["mask"], dma_ref.dma_mask(torch.tensor([[[5., 1, 1, 2, 0]]]), 2)[0, 0])
+    assert d["mask"][4].nonzero().flatten().tolist() == [0, 3] and d["threshold_key"] == 3
+    state["controls"]["scores"].value = ""                        # back to random scores
+    assert not state["data"]["custom_scores"] and state["data"]["N"] == 32
+
+
+def test_widget_unreadable_scores_are_reported(explorer):
+    _, state = explorer
+    state["controls"]["scores"].value = "1, two, 3"
+    assert "numbers" in state["error"] and not state["data"]["custom_scores"]
+    assert state["fig"].texts and "numbers" in state["fig"].texts[0].get_text()
+
+
+@pytest.mark.parametrize("w", [1, 4, 9])
+def test_widget_row_threshold_is_the_wth_best_of_the_prefix(explorer, w):
+    _, state = explorer
+    state["controls"]["window"].value = w
+    for p in (0, 3, 17, 31):
+        state["controls"]["row"].value = p
+        d = state["data"]
+        s = d["scores"]
+        prefix = sorted(range(p + 1), key=lambda j: (float(s[j]), j), reverse=True)
+        kept = prefix[:min(w, p + 1)]
+        assert sorted(kept) == d["mask"][p].nonzero().flatten().tolist()
+        assert d["row"] == p and d["threshold_key"] == kept[-1] and d["threshold"] == float(s[kept[-1]])
+
+
+def test_widget_sliding_window_beside_dma(explorer):
+    _, state = explorer
+    state["controls"]["compare"].value = "swa"
+    d = state["data"]
+    assert d["ref_name"] == "sliding window"
+    torch.testing.assert_close(d["ref_mask"], M.sliding_window_mask(32, 6))
+    torch.testing.assert_close(d["rows_differ"], (d["mask"] != d["ref_mask"]).any(-1))
+    assert d["rows_differ"].any() and not d["rows_differ"][:6].any()   # the first w rows keep all
+    state["controls"]["A_scale"].value = 0.0                            # all ties: DMA = SWA
+    assert not state["data"]["rows_differ"].any()

@@ -50,10 +50,38 @@ def kept_per_row(mask: torch.Tensor) -> torch.Tensor:
     return mask.sum(-1)
 
 
+def parse_scores(text: str) -> torch.Tensor:
+    """``"1, 2.5, 2.5, 0"`` -> float32 ``[4]`` (commas or spaces); a clear error otherwise."""
+    parts = [t for t in text.replace(",", " ").split() if t]
+    try:
+        values = [float(t) for t in parts]
+    except ValueError:
+        raise ValueError(f"scores must be numbers separated by commas, got {text!r}") from None
+    if not values:
+        raise ValueError("scores is empty: type at least one number (e.g. 1, 3, 3, 2)")
+    if not all(np.isfinite(values)):
+        raise ValueError(f"scores must be finite, got {text!r}")
+    return torch.tensor(values, dtype=torch.float32)
+
+
+def row_threshold(s: torch.Tensor, mask: torch.Tensor, p: int) -> tuple[int | None, float | None]:
+    """``(j, s_j)`` of the lowest-ranked key that query row ``p`` keeps (rank by ``(s_j, j)``:
+    higher score first, the later key first on a tie): the row's threshold ``tau_p``. Every
+    kept key ranks at or above it; a key with the same score but an earlier position is out.
+    ``(None, None)`` when the row keeps nothing. s float ``[K]``, mask bool ``[Q, K]``."""
+    kept = mask[p].nonzero().flatten().tolist()
+    if not kept:
+        return None, None
+    j = min(kept, key=lambda i: (float(s[i]), i))
+    return j, float(s[j])
+
+
 def explorer_data(seed: int = 0, N: int = 32, window: int = 6, A_scale: float = 1.0,
                   head: int = 0, mode: str = "row", causal: bool = True, *, Hkv: int = 2,
-                  D: int = 8, score_dtype: torch.dtype = torch.bfloat16) -> dict[str, Any]:
-    """Everything the mask explorer draws, for one random DMA layer input.
+                  D: int = 8, score_dtype: torch.dtype = torch.bfloat16,
+                  scores: str | torch.Tensor | None = None, row: int | None = None,
+                  compare: str = "row") -> dict[str, Any]:
+    """Everything the mask explorer draws, for one random DMA layer input, or for scores you set.
 
     Values ``v ~ N(0, 1)`` of shape ``[1, Hkv, N, D]`` and ``Delta ~ N(0, 1/(Hkv*D))`` come from
     ``seed``; ``A = A_scale`` for every head. Scores are ``dma_scores(v, Delta, A)`` (exp form)
@@ -61,33 +89,55 @@ def explorer_data(seed: int = 0, N: int = 32, window: int = 6, A_scale: float = 
     representable values, ties appear and the tie rule (later key wins) turns the DMA mask into
     a sliding window; ``A_scale = 0`` makes every score exactly 1.
 
+    ``scores``: your own scores instead (a float tensor ``[N]`` or text like ``"1, 3, 3, 2"``;
+    empty text means random); then N is their length and seed, A_scale, head are not used.
+    ``row``: the query row p whose threshold is reported (default: the last row).
+    ``compare``: the mask drawn beside DMA's, ``"row"`` (causal row mode) or ``"swa"`` (a sliding
+    window of the same w); ``rows_differ`` marks the rows where the two differ.
+
     Returns a dict with
       ``mask`` bool ``[N, N]`` (this ``mode``/``causal``, the chosen ``head``),
-      ``row_mask`` bool ``[N, N]`` (causal row mode, for comparison),
+      ``row_mask`` bool ``[N, N]`` (causal row mode), ``ref_mask`` bool ``[N, N]`` and
+      ``ref_name`` (what ``compare`` chose), ``rows_differ`` bool ``[N]``,
       ``scores`` float32 ``[N]``, ``kept_per_row`` int64 ``[N]``,
       ``lifetimes`` int64 ``[N]`` (``e_j`` of causal row mode; ``None`` for other settings),
-      ``rows_differ`` bool ``[N]`` (rows where ``mask`` differs from ``row_mask``),
+      ``row``, ``threshold_key`` and ``threshold`` (``row_threshold`` of that row),
       ``n_distinct_scores`` and the arguments.
     """
-    if not 0 <= head < Hkv:
-        raise ValueError(f"head must be in [0, Hkv={Hkv}), got {head}")
-    g = torch.Generator().manual_seed(int(seed))
-    v = torch.randn(1, Hkv, N, D, generator=g)
-    delta = torch.randn(Hkv * D, Hkv, generator=g) * (Hkv * D) ** -0.5
-    A = torch.full((Hkv,), float(A_scale))
-    s = dma_scores(v.to(score_dtype), delta.to(score_dtype), A.to(score_dtype))   # [1, Hkv, N]
-    s_head = s[:, head:head + 1]                                                   # [1, 1, N]
+    if compare not in ("row", "swa"):
+        raise ValueError(f"compare must be 'row' or 'swa', got {compare!r}")
+    if isinstance(scores, str):
+        scores = parse_scores(scores) if scores.strip() else None
+    if scores is not None:
+        if scores.dim() != 1:
+            raise ValueError(f"scores must have shape [N], got {tuple(scores.shape)}")
+        s_head = scores.float()[None, None]                                         # [1, 1, N]
+        N = s_head.shape[-1]
+    else:
+        if not 0 <= head < Hkv:
+            raise ValueError(f"head must be in [0, Hkv={Hkv}), got {head}")
+        g = torch.Generator().manual_seed(int(seed))
+        v = torch.randn(1, Hkv, N, D, generator=g)
+        delta = torch.randn(Hkv * D, Hkv, generator=g) * (Hkv * D) ** -0.5
+        A = torch.full((Hkv,), float(A_scale))
+        s = dma_scores(v.to(score_dtype), delta.to(score_dtype), A.to(score_dtype))   # [1, Hkv, N]
+        s_head = s[:, head:head + 1]                                                   # [1, 1, N]
     mask = dma_mask(s_head, window, causal=causal, mode=mode)[0, 0]
     row_mask = dma_mask(s_head, window, causal=True, mode="row")[0, 0]
+    ref_mask = row_mask if compare == "row" else sliding_window_mask(N, window)
     row_causal = mode == "row" and causal
     lifetimes = key_lifetimes(s_head, window)[0, 0] if row_causal else None
-    scores = s_head[0, 0].float()
+    scores_out = s_head[0, 0].float()
+    p = N - 1 if row is None else min(max(int(row), 0), N - 1)
+    tau_key, tau = row_threshold(scores_out, mask, p)
     return {
         "seed": int(seed), "N": N, "window": window, "A_scale": float(A_scale), "head": head,
-        "mode": mode, "causal": causal, "mask": mask, "row_mask": row_mask, "scores": scores,
-        "kept_per_row": kept_per_row(mask), "lifetimes": lifetimes,
-        "rows_differ": (mask != row_mask).any(-1),
-        "n_distinct_scores": int(torch.unique(scores).numel()),
+        "mode": mode, "causal": causal, "mask": mask, "row_mask": row_mask, "scores": scores_out,
+        "ref_mask": ref_mask, "ref_name": "row mode" if compare == "row" else "sliding window",
+        "custom_scores": scores is not None, "kept_per_row": kept_per_row(mask),
+        "lifetimes": lifetimes, "rows_differ": (mask != ref_mask).any(-1),
+        "row": p, "threshold_key": tau_key, "threshold": tau,
+        "n_distinct_scores": int(torch.unique(scores_out).numel()),
     }
 
 
@@ -173,36 +223,54 @@ def plot_lifetimes(mask: torch.Tensor, e: torch.Tensor, s: torch.Tensor | None =
 
 
 def plot_explorer(data: dict[str, Any]):
-    """The explorer figure for ``explorer_data(...)``: scores bar, mask heatmap, keys kept per
-    row, and (causal row mode) the lifetime bars drawn over the mask."""
-    N, w = data["N"], data["window"]
-    fig = plt.figure(figsize=(9, 7))
-    gs = fig.add_gridspec(2, 2, height_ratios=[1, 5], width_ratios=[5, 1.3], hspace=0.05, wspace=0.05)
+    """The explorer figure for ``explorer_data(...)``: scores on top (the chosen row's kept keys
+    dark, its threshold tau_p dashed), DMA's mask with the lifetime bars (causal row mode) and
+    the chosen row outlined, the compared mask beside it, keys kept per row; rows where the two
+    masks differ are red."""
+    N, w, p = data["N"], data["window"], data["row"]
+    fig = plt.figure(figsize=(12, 6.4))
+    gs = fig.add_gridspec(2, 3, height_ratios=[1, 4.5], width_ratios=[5, 5, 1.2], hspace=0.06,
+                          wspace=0.12)
     ax_s = fig.add_subplot(gs[0, 0])
     ax_m = fig.add_subplot(gs[1, 0], sharex=ax_s)
-    ax_k = fig.add_subplot(gs[1, 1], sharey=ax_m)
+    ax_r = fig.add_subplot(gs[1, 1], sharey=ax_m)
+    ax_k = fig.add_subplot(gs[1, 2], sharey=ax_m)
     _draw_scores(ax_s, data["scores"])
+    kept_p = data["mask"][p].numpy()
+    for j, bar in enumerate(ax_s.patches):
+        bar.set_alpha(1.0 if kept_p[j] else 0.3)
+    if data["threshold"] is not None:
+        ax_s.axhline(data["threshold"], color="black", linestyle="--", linewidth=1)
+        ax_s.text(N - 0.5, data["threshold"], f" $\\tau_{{{p}}}$", va="center", fontsize=9)
     draw_mask(ax_m, data["mask"])
+    draw_mask(ax_r, data["ref_mask"])
+    ax_r.set_ylabel("")
+    ax_r.tick_params(labelleft=False)
     e = data["lifetimes"]
     if e is not None:
         for j in range(N):
             if e[j] > j:
                 ax_m.plot([j, j], [j - 0.4, int(e[j]) - 0.6], color="black", linewidth=1.2, alpha=0.7)
     diff = data["rows_differ"].numpy()
-    for p in np.flatnonzero(diff):
-        ax_m.axhspan(p - 0.5, p + 0.5, color="tab:red", alpha=0.12, linewidth=0)
+    for ax in (ax_m, ax_r):
+        for q in np.flatnonzero(diff):
+            ax.axhspan(q - 0.5, q + 0.5, color="tab:red", alpha=0.12, linewidth=0)
+        ax.add_patch(plt.Rectangle((-0.5, p - 0.5), N, 1, fill=False, edgecolor="tab:orange",
+                                   linewidth=2))
     kept = data["kept_per_row"].numpy()
-    ax_k.barh(np.arange(N), kept, height=0.8,
-              color=np.where(diff, "tab:red", "tab:blue"))
+    ax_k.barh(np.arange(N), kept, height=0.8, color=np.where(diff, "tab:red", "tab:blue"))
     ax_k.axvline(w, color="black", linestyle="--", linewidth=1)
     ax_k.set_xlabel("kept keys")
     ax_k.set_xlim(0, max(w, int(kept.max())) + 1)
     ax_k.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_k.tick_params(labelleft=False)
     mode = f"{data['mode']} mode, {'causal' if data['causal'] else 'non-causal'}"
-    ax_s.set_title(f"head {data['head']}, w = {w}, A = {data['A_scale']:g}, {mode}; "
-                   f"{data['n_distinct_scores']} distinct scores"
-                   + ("; red rows differ from row mode" if diff.any() else ""), fontsize=9)
+    source = "your scores" if data["custom_scores"] else f"head {data['head']}, A = {data['A_scale']:g}"
+    ax_s.set_title(f"DMA: {source}, w = {w}, {mode}; {data['n_distinct_scores']} distinct scores;"
+                   f" row p = {p} outlined", fontsize=9)
+    ax_r.set_title(f"{data['ref_name']}, w = {w}"
+                   + (f"; {int(diff.sum())} red rows differ" if diff.any() else "; same mask"),
+                   fontsize=9)
     return fig
 
 
@@ -240,31 +308,52 @@ def mask_explorer_widget(seed: int = 0, N: int = 32, window: int = 6, A_scale: f
     """Interactive mask explorer: ``(widget, state)``.
 
     Controls (``state["controls"]``, a dict of ipywidgets): ``seed``, ``N``, ``window``,
-    ``A_scale``, ``head``, ``mode``, ``causal``. Every change recomputes ``state["data"]``
-    (``explorer_data``) and ``state["fig"]`` (``plot_explorer``), and counts ``state["updates"]``.
+    ``A_scale``, ``head``, ``mode``, ``causal``, ``row`` (the query row whose threshold tau_p
+    is drawn), ``compare`` (row mode or a sliding window beside DMA) and ``scores`` (type your
+    own; unreadable text is reported in ``state["error"]`` and on the figure, and random scores
+    are drawn meanwhile). Sliders redraw when released. Every change recomputes
+    ``state["data"]`` (``explorer_data``) and ``state["fig"]`` (``plot_explorer``), and counts
+    ``state["updates"]``.
     ``show=False`` skips drawing into the output area (tests).
     """
     import ipywidgets as W
 
+    slider = {"continuous_update": False}            # redraw when the handle is released
     controls = {
-        "seed": W.IntSlider(value=seed, min=0, max=99, description="seed"),
-        "N": W.IntSlider(value=N, min=4, max=64, description="N"),
-        "window": W.IntSlider(value=window, min=1, max=64, description="window w"),
-        "A_scale": W.FloatSlider(value=A_scale, min=-1.0, max=2.0, step=0.01, description="A"),
+        "seed": W.IntSlider(value=seed, min=0, max=99, description="seed", **slider),
+        "N": W.IntSlider(value=N, min=4, max=64, description="N", **slider),
+        "window": W.IntSlider(value=window, min=1, max=64, description="window w", **slider),
+        "A_scale": W.FloatSlider(value=A_scale, min=-1.0, max=2.0, step=0.01, description="A",
+                                 **slider),
         "head": W.Dropdown(options=list(range(Hkv)), value=head, description="head"),
         "mode": W.ToggleButtons(options=["row", "global"], value=mode, description="mode"),
         "causal": W.Checkbox(value=causal, description="causal"),
+        "row": W.IntSlider(value=N - 1, min=0, max=63, description="row p", **slider),
+        "compare": W.ToggleButtons(options=[("row mode", "row"), ("sliding window", "swa")],
+                                   value="row", description="beside"),
+        "scores": W.Text(value="", placeholder="your scores, e.g. 1, 3, 3, 2 (empty: random)",
+                         description="scores", continuous_update=False,
+                         layout=W.Layout(width="520px")),
     }
     out = W.Output()
     state: dict[str, Any] = {"controls": controls, "output": out, "data": None, "fig": None,
                              "updates": 0}
 
     def render(args: dict) -> plt.Figure:
-        state["data"] = explorer_data(**args, Hkv=Hkv)
-        return plot_explorer(state["data"])
+        try:
+            state["data"] = explorer_data(**args, Hkv=Hkv)
+            state["error"] = None
+        except ValueError as err:               # unreadable typed scores: say so, keep the rest
+            state["error"] = str(err)
+            state["data"] = explorer_data(**{**args, "scores": None}, Hkv=Hkv)
+        fig = plot_explorer(state["data"])
+        if state["error"]:
+            fig.text(0.01, 0.99, state["error"], color="tab:red", va="top", fontsize=9)
+        return fig
 
+    state["error"] = None
     bind_controls(controls, render, state, show)
-    left = W.VBox([controls[n] for n in ("window", "A_scale", "head")])
-    right = W.VBox([controls[n] for n in ("mode", "causal", "N", "seed")])
-    widget = W.VBox([W.HBox([left, right]), out])
+    left = W.VBox([controls[n] for n in ("window", "A_scale", "head", "row")])
+    right = W.VBox([controls[n] for n in ("mode", "causal", "N", "seed", "compare")])
+    widget = W.VBox([W.HBox([left, right]), controls["scores"], out])
     return widget, state
