@@ -94,8 +94,11 @@ class ProjectedAttention(nn.Module):
         """DMA's scores from the values; None for kinds without scores."""
         return None
 
-    def project(self, x: torch.Tensor):
-        """``x [B, N, C] -> (q [B, Hq, N, D], k, v [B, Hkv, N, D], s [B, Hkv, N] or None)``."""
+    def project(self, x: torch.Tensor, positions: torch.Tensor | None = None):
+        """``x [B, N, C] -> (q [B, Hq, N, D], k, v [B, Hkv, N, D], s [B, Hkv, N] or None)``.
+
+        ``positions``: int64 ``[N]`` or ``[B, N]``, the absolute positions at which RoPE rotates
+        q and k (default ``arange(N)``; a decoder passes the positions of the new tokens)."""
         self.check_input(x)
         B, N, _ = x.shape
         q = self.q_proj(x).view(B, N, self.Hq, self.D).transpose(1, 2)
@@ -103,7 +106,14 @@ class ProjectedAttention(nn.Module):
         v = self.v_proj(x).view(B, N, self.Hkv, self.D).transpose(1, 2)
         s = self.scores(v)
         if self.rope:
-            cos, sin = rope_angles(torch.arange(N, device=x.device), self.D, self.rope_base)
+            if positions is None:
+                positions = torch.arange(N, device=x.device)
+            if positions.shape not in ((N,), (B, N)):
+                raise ValueError(f"positions must have shape [N={N}] or [B={B}, N={N}], "
+                                 f"got {tuple(positions.shape)}")
+            cos, sin = rope_angles(positions.reshape(-1), self.D, self.rope_base)
+            if positions.dim() == 2:                     # per sequence: [B, 1, N, D]
+                cos, sin = cos.view(B, 1, N, self.D), sin.view(B, 1, N, self.D)
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         return q, k, v, s
 
