@@ -2,7 +2,7 @@
 
 voila serves the notebook on a free port of 127.0.0.1; headless Debian Chromium, driven by
 playwright (never ``playwright install``: the system browser is used), waits for the explorer,
-focuses the "query p" slider handle, presses the arrow key and checks that the figure changed.
+focuses the "query #" slider handle (query to query), presses the arrow key and checks that the figure changed.
 
 The page voila serves links stylesheets and modules on public CDNs (Font Awesome, mermaid). On a
 machine whose network drops packets instead of refusing them, a render-blocking stylesheet holds
@@ -92,7 +92,7 @@ def test_slider_moves_the_plot(tmp_path):
             # 90 s when other jobs share the CPU. Wait for the first bytes only, then for the
             # widget, with room for a loaded machine.
             page.goto(url, wait_until="commit", timeout=240_000)
-            slider = page.locator(".widget-slider:has-text('query p')").first
+            slider = page.locator(".widget-slider:has-text('query #')").first
             img = page.locator(".widget-output img").first
             try:
                 slider.wait_for(timeout=240_000)

@@ -12,6 +12,7 @@ import torch
 from dma_ref import dma_mask, key_lifetimes
 from dma_ref.check import nb09
 from dma_ref.lab.tasks import ROLE_QUERY, ROLE_VALUE, mqar
+from dma_ref.lab.train import accuracy
 from dma_ref.nn import ModelConfig, TinyLM
 from dma_ref.viz import learned
 
@@ -87,14 +88,31 @@ def test_widget_every_control_changes_the_result(setup):
         return (state["view"]["scores"].clone(), state["view"]["mask"].clone(),
                 state["row"]["attention"].clone(), state["row"]["query"])
 
-    changes = {"layer": 0, "head": 3, "query": 27, "window": 3, "sample": 2}
+    changes = {"layer": 0, "head": 3, "query": 2, "window": 3, "sample": 2}
     for name, value in changes.items():
         before, fig_before, n = snapshot(), state["fig"], state["updates"]
         c[name].value = value
         after = snapshot()
         assert state["updates"] == n + 1 and state["fig"] is not fig_before, name
         assert any(not torch.equal(torch.as_tensor(a), torch.as_tensor(b)) for a, b in zip(before, after)), name
-    assert state["row"]["query"] == 27 and state["view"]["mask"][27].sum() == 3
+    # the query slider moves from query to query: index 2 is the third query of sample 2
+    p = (batch.roles[2] == ROLE_QUERY).nonzero().flatten().tolist()[2]
+    assert state["row"]["query"] == p and state["view"]["mask"][p].sum() == 3
+    # the window what-if RUNS the model at w = 3: its answer and held-out accuracy
+    for block in model.blocks:
+        block.attn.window = 3
+    logits = model(batch.inputs)
+    want_acc = accuracy(model, batch)
+    for block in model.blocks:
+        block.attn.window = model.cfg.window
+    ans = state["answer"]
+    assert ans["position"] == p and ans["prediction"] == int(logits[2, p].argmax())
+    assert ans["target"] == int(batch.targets[2, p]) and ans["right"] == (ans["prediction"] == ans["target"])
+    assert state["accuracy"] == want_acc
+    assert f"answers {ans['prediction']}" in state["fig"].axes[0].get_title()
+    assert all(b.attn.window == model.cfg.window for b in model.blocks)     # restored
+    c["window"].value = model.cfg.window                                     # back: other logits
+    assert not torch.equal(model(batch.inputs), logits)
 
 
 def test_figures(setup):

@@ -270,44 +270,73 @@ def plot_comparison(accuracy: dict[str, float], curves: dict[str, list], config:
 # ----------------------------------------------------------------------------------------------
 
 def learned_mask_widget(model, batch: TaskBatch, *, layer: int | None = None, head: int = 0,
-                        query: int | None = None, window: int | None = None, sample: int = 0,
+                        query: int = 0, window: int | None = None, sample: int = 0,
                         show: bool = True):
     """Interactive learned-mask explorer: ``(widget, state)``.
 
-    Runs ``model.attention_maps(batch.inputs)`` once; controls (``state["controls"]``):
-    ``sample``, ``layer``, ``head``, ``query`` (position), ``window`` (w of the recomputed mask;
-    the model was trained with ``model.cfg.window``). Every change recomputes ``state["view"]``
-    (``layer_view``), ``state["row"]`` (``query_view``) and ``state["fig"]``, and counts
-    ``state["updates"]``. ``show=False`` skips drawing into the output area (tests).
+    Controls (``state["controls"]``): ``sample``, ``layer``, ``head``, ``query`` (the i-th query
+    of the sample: the slider moves from query to query), ``window`` (w: the model is RUN again
+    with every layer at this window, so later layers see what the changed masks let through; the
+    model was trained with ``model.cfg.window``). Sliders redraw when released. Every change
+    recomputes ``state["view"]`` (``layer_view``), ``state["row"]`` (``query_view``),
+    ``state["answer"]`` (position, key, target, prediction, right: the model's answer at that
+    query with that window), ``state["accuracy"]`` (held-out accuracy of ``batch`` at that
+    window) and ``state["fig"]``, and counts ``state["updates"]``. ``show=False`` skips drawing
+    into the output area (tests).
     """
     import ipywidgets as W
 
+    from ..lab.heads import accuracy_at_window
+    from ..lab.train.loop import set_window
+
     cfg = model.cfg
-    maps = model.attention_maps(batch.inputs)
     B, N = batch.inputs.shape
-    Hq = maps["layers"][0]["q"].shape[1]
-    first_query = int((batch.roles[sample] == ROLE_QUERY).nonzero()[0])
+    n_queries = int((batch.roles[0] == ROLE_QUERY).sum())
+    runs: dict[int, tuple[dict, float]] = {}           # window -> (attention maps, accuracy)
+
+    def run_at(w: int) -> tuple[dict, float]:
+        if w not in runs:
+            set_window(model, w)
+            try:
+                maps = model.attention_maps(batch.inputs)
+            finally:
+                set_window(model, cfg.window)
+            runs[w] = (maps, accuracy_at_window(model, batch, w))
+        return runs[w]
+
+    slider = {"continuous_update": False}
+    Hq = model.cfg.n_heads
     controls = {
-        "sample": W.IntSlider(value=sample, min=0, max=B - 1, description="sample"),
+        "sample": W.IntSlider(value=sample, min=0, max=B - 1, description="sample", **slider),
         "layer": W.Dropdown(options=list(range(cfg.n_layers)),
                             value=cfg.n_layers - 1 if layer is None else layer, description="layer"),
         "head": W.Dropdown(options=list(range(Hq)), value=head, description="head"),
-        "query": W.IntSlider(value=first_query if query is None else query, min=0, max=N - 1,
-                             description="query p"),
+        "query": W.IntSlider(value=query, min=0, max=n_queries - 1, description="query #", **slider),
         "window": W.IntSlider(value=cfg.window if window is None else window, min=1, max=N,
-                              description="window w"),
+                              description="window w", **slider),
     }
     out = W.Output()
-    state: dict[str, Any] = {"controls": controls, "output": out, "maps": maps, "view": None,
-                             "row": None, "fig": None, "updates": 0}
+    state: dict[str, Any] = {"controls": controls, "output": out, "view": None, "row": None,
+                             "answer": None, "accuracy": None, "fig": None, "updates": 0}
 
     def render(v: dict) -> plt.Figure:
-        roles = batch.roles[v["sample"]]
+        maps, acc = run_at(v["window"])
+        roles = batch.roles[v["sample"]].cpu()
+        queries = (roles == ROLE_QUERY).nonzero().flatten().tolist()
+        p = queries[min(v["query"], len(queries) - 1)]
         view = layer_view(maps["layers"][v["layer"]], cfg.attn, v["head"], v["window"], v["sample"])
-        row = query_view(view, roles, v["query"])
-        state.update(view=view, row=row)
-        return plot_query_view(view, row, roles.cpu(),
-                               title=f"{cfg.attn.upper()} layer {v['layer']} head {v['head']}, w={v['window']}\n")
+        row = query_view(view, roles, p)
+        x, y = batch.inputs[v["sample"]].cpu(), batch.targets[v["sample"]].cpu()
+        pred = int(maps["logits"][v["sample"], p].argmax())
+        answer = {"position": p, "key": int(x[p]), "target": int(y[p]), "prediction": pred,
+                  "right": pred == int(y[p])}
+        state.update(view=view, row=row, answer=answer, accuracy=acc)
+        verdict = "right" if answer["right"] else "WRONG"
+        return plot_query_view(
+            view, row, roles,
+            title=(f"{cfg.attn.upper()} layer {v['layer']} head {v['head']}, w={v['window']}: "
+                   f"query p={p} asks key {answer['key']}, the model answers {pred}, target "
+                   f"{answer['target']} ({verdict}); held-out accuracy at this w: {acc:.3f}\n"))
 
     bind_controls(controls, render, state, show)
     widget = W.VBox([W.HBox([W.VBox([controls["query"], controls["window"], controls["sample"]]),
