@@ -1,4 +1,4 @@
-"""Key lifetimes ``e_j`` of the causal row-mode mask: one sort, then three Triton kernels.
+"""Key lifetimes ``e_j`` of the causal row-mode mask: key ranks, then three Triton kernels.
 
 DESIGN.md section 3.5, in ranks: ``r_j`` is the rank of key j (0 = best, by ``(s_j, j)``
 descending) and ``theta_p`` the w-th smallest rank among the keys ``j' <= p`` (the w-th best
@@ -13,6 +13,8 @@ Before w keys exist nothing is evicted: ``theta_p`` is then a sentinel ``>= K``.
 
 1. ``ranks_kernel``: the ranks (inverse permutation of one sort), and a small table: for every
    chunk of ``BJ`` consecutive ranks, how many of its keys lie before each multiple of ``TB``.
+   Up to ``COUNT_RANKS_MAX`` keys ``count_ranks_kernel`` replaces the sort and this kernel: it
+   counts the better keys of each key (one launch) and leaves the table trivial (``TB >= K``).
 2. ``thresholds_kernel``, one program per block of ``T`` positions ``[P, P + T)``. Inside the
    block at most T keys arrive, so ``theta`` there is the m-th smallest (m = min(w, T + 1)) of
    ``A' ∪ {r_P .. r_p}``, where ``A'`` = the m largest of the w best ranks before P (the
@@ -47,6 +49,7 @@ __all__ = [
     "KeyRanks",
     "build_lifetimes",
     "build_thresholds",
+    "count_ranks_kernel",
     "global_lifetimes",
     "global_lifetimes_from_ranks",
     "lifetimes_from_thresholds",
@@ -79,6 +82,47 @@ def ranks_kernel(ORDER_ASC, ORDER, R, CNT, n_k, n_tb, BJ: tl.constexpr, TB: tl.c
     t = tl.arange(0, NTB)
     tl.store(CNT + (bh * tl.num_programs(0) + c) * n_tb + t, tl.cumsum(hist, 0) - hist,
              mask=t < n_tb)
+
+
+@triton.jit
+def score_keys(S, base, j, ok):
+    """int32 keys that order like the fp32 scores ``S[base + j]``: equal scores (-0.0 = 0.0)
+    equal keys, NaN above +inf (it ranks first, as in the sort); rows not ``ok`` lowest."""
+    s = tl.load(S + base + j, mask=ok, other=0.0).to(tl.float32)
+    bits = s.to(tl.int32, bitcast=True)
+    key = tl.where(bits >= 0, bits, bits ^ 0x7FFFFFFF)
+    key = tl.where(s == 0.0, 0, key)
+    key = tl.where(s != s, 0x7FFFFFFF, key)
+    return tl.where(ok, key, -2147483648)
+
+
+@triton.jit
+def count_ranks_kernel(S, ORDER, R, CNT, n_k, n_c, BJ: tl.constexpr, BC: tl.constexpr,
+                       NC: tl.constexpr):
+    """One program: the ranks of the keys ``[c BJ, (c + 1) BJ)`` of head bh, by counting the
+    keys better than each, ``r_j = #{i : (s_i, i) > (s_j, j)}`` (O(K) per key, one launch:
+    below ~8K keys cheaper than a sort and its launches).
+
+    S ``[BH, K]`` any float dtype; ORDER, R int32 ``[BH, K]`` out as in ``ranks_kernel``; CNT int32
+    ``[BH, n_c, 1]`` out, zeros (the table for ``TB >= K``: no keys before position 0).
+    """
+    c = tl.program_id(0)
+    bh = tl.program_id(1).to(tl.int64)
+    j = c * BJ + tl.arange(0, BJ)
+    ok = j < n_k
+    kj = score_keys(S, bh * n_k, j, ok)
+    r = tl.zeros([BJ], tl.int32)
+    for i0 in range(0, n_k, BC):
+        i = i0 + tl.arange(0, BC)
+        ki = score_keys(S, bh * n_k, i, i < n_k)
+        # (the padding keys i >= K are lowest and i > j never holds for them with equal keys)
+        better = (ki[None, :] > kj[:, None]) | ((ki[None, :] == kj[:, None]) &
+                                                (i[None, :] > j[:, None]) & (i < n_k)[None, :])
+        r += tl.sum(better.to(tl.int32), 1)
+    tl.store(R + bh * n_k + j, r, mask=ok)
+    tl.store(ORDER + bh * n_k + r, j, mask=ok)
+    cidx = tl.arange(0, NC)
+    tl.store(CNT + bh * n_c + cidx, tl.zeros([NC], tl.int32), mask=(cidx < n_c) & (c == 0))
 
 
 @triton.jit
@@ -166,6 +210,11 @@ def lifetimes_kernel(R, THETA, E, n_k, LOG_K: tl.constexpr, BLOCK: tl.constexpr)
 
 
 E_BLOCK = 1024                            # keys per lifetimes program
+# rank_keys: up to this K the counting kernel (one launch, no torch.sort, whose host time is
+# ~0.1 ms per call on the H200's machine); its keys per program and per step.
+COUNT_RANKS_MAX = 8192
+COUNT_BJ = 64
+COUNT_BC = 128
 
 
 @dataclass(frozen=True)
@@ -199,18 +248,37 @@ def _sizes(K: int, block_t: int | None, table_t: int | None, chunk: int | None):
 
 
 def rank_keys(s: torch.Tensor, *, block_t: int | None = None, table_t: int | None = None,
-              chunk: int | None = None) -> KeyRanks:
-    """Ranks of the keys of s ``[B, Hkv, K]`` (one sort and ``ranks_kernel``), for the
-    thresholds and for the key lists of plan.py. No value check (that costs a host sync)."""
+              chunk: int | None = None, method: str | None = None) -> KeyRanks:
+    """Ranks of the keys of s ``[B, Hkv, K]``, for the thresholds and for the key lists of
+    plan.py. No value check (that costs a host sync).
+
+    ``method``: "sort" (one stable sort, then ``ranks_kernel``, which also fills the table of
+    positions by rank chunk) or "count" (``count_ranks_kernel`` alone: one launch, O(K^2) work;
+    its table is the trivial one, ``TB >= K``, so ``table_t`` must be None). None: "count" for
+    ``K <= COUNT_RANKS_MAX`` when ``table_t`` is None, else "sort". Both give the same ranks."""
     B, Hh, K = s.shape
     BH, dev = B * Hh, s.device
+    if method is None:
+        method = "count" if K <= COUNT_RANKS_MAX and table_t is None else "sort"
+    if method not in ("sort", "count"):
+        raise ValueError(f"method must be 'sort' or 'count', got {method!r}")
+    if method == "count" and table_t is not None:
+        raise ValueError(f"table_t={table_t}: the 'count' method builds no table (use 'sort')")
     T, TB, BJ = _sizes(K, block_t, table_t, chunk)
+    order = torch.empty(BH, K, dtype=torch.int32, device=dev)
+    r = torch.empty(BH, K, dtype=torch.int32, device=dev)
+    n_c = cdiv(K, BJ)
+    if method == "count":
+        TB = max(T, next_pow2(K))                      # one table column: keys before 0
+        cnt = torch.empty(BH, n_c, 1, dtype=torch.int32, device=dev)
+        count_ranks_kernel[(cdiv(K, COUNT_BJ), BH)](s.reshape(BH, K), order, r, cnt, K, n_c,
+                                                    BJ=COUNT_BJ, BC=COUNT_BC,
+                                                    NC=next_pow2(n_c), num_warps=4)
+        return KeyRanks(order, r, cnt, T, TB, BJ)
     # key_order and key_ranks of dma_ref.mask in two launches (an ascending stable sort, read
     # backwards) rather than eight small torch ops: at N = 16K the builder is launch-bound.
     order_asc = torch.sort(s.reshape(BH, K), dim=-1, stable=True).indices
-    order = torch.empty(BH, K, dtype=torch.int32, device=dev)
-    r = torch.empty(BH, K, dtype=torch.int32, device=dev)
-    n_c, n_tb = cdiv(K, BJ), cdiv(K, TB)
+    n_tb = cdiv(K, TB)
     cnt = torch.empty(BH, n_c, n_tb, dtype=torch.int32, device=dev)
     ranks_kernel[(n_c, BH)](order_asc, order, r, cnt, K, n_tb, BJ=BJ, TB=TB,
                             NTB=next_pow2(n_tb), num_warps=4)

@@ -128,6 +128,32 @@ def test_rank_keys_are_key_order_key_ranks_and_the_table(K, ties):
         assert torch.equal(ranks.cnt[:, c].long(), want), f"table column {c}"
 
 
+@pytest.mark.parametrize("K", [1, 2, 63, 64, 65, 300])
+@pytest.mark.parametrize("ties", [0, 1, 3])
+def test_rank_keys_count_method_equals_the_sort(K, ties, rng):
+    """The counting kernel (one launch) gives the sort's ranks and order, ties by position,
+    -0.0 equal to 0.0, +-inf and NaN (ranks first) included; its table is all zeros."""
+    seed = int(torch.randint(0, 2**31 - 1, (), generator=rng))
+    s = scores(2, 3, K, seed, ties)
+    if K >= 6:
+        s[0, 0, :2] = torch.tensor([-0.0, 0.0])
+        s[0, 1, 2:6] = torch.tensor([float("inf"), float("-inf"), float("inf"), float("nan")])
+    count = rank_keys(s, method="count")
+    assert torch.equal(count.r.long(), key_ranks(s).reshape(6, K)), f"seed {seed}"
+    assert torch.equal(count.order.long(), key_order(s).reshape(6, K)), f"seed {seed}"
+    sort = rank_keys(s, method="sort")
+    assert torch.equal(sort.r, count.r) and torch.equal(sort.order, count.order), f"seed {seed}"
+    assert count.TB >= K and bool((count.cnt == 0).all())
+
+
+def test_rank_keys_rejects_a_table_for_the_count_method():
+    s = scores(1, 1, 50, 0, ties=0)
+    with pytest.raises(ValueError, match="table_t"):
+        rank_keys(s, table_t=16, method="count")
+    with pytest.raises(ValueError, match="method"):
+        rank_keys(s, method="heap")
+
+
 def test_build_lifetimes_rejects_bad_sizes():
     s = scores(1, 1, 50, 0, ties=0)
     with pytest.raises(ValueError, match="table_t"):
