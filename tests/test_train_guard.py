@@ -112,3 +112,11 @@ def test_forms_comparison_records_the_diverged_run(monkeypatch, tmp_path):
     assert log["diverged_at"] is None and 0 <= log["accuracy"] <= 1 and log["curve"]
     assert rec["config"]["steps"] == 6 and "form" not in rec["config"]
     assert json.loads(out.read_text())["runs"]["log_s3"]["seed"] == 3
+
+
+def test_exp_form_warns_and_log_is_the_default():
+    from dma_ref.nn import ModelConfig
+
+    assert ModelConfig().form == "log" and TrainConfig().form == "log"
+    with pytest.warns(UserWarning, match=r"form='exp'.*overflows float32"):
+        train(TrainConfig(**{**TINY, "steps": 1}, form="exp"), progress=False, time_every=0)

@@ -46,7 +46,7 @@ class ModelConfig:
     n_kv_heads: int | None = None        # None: = n_heads (MHA); fewer: GQA
     attn: str = "dma"                    # "mha", "swa" or "dma"
     window: int = 16                     # w of swa and dma (ignored by mha)
-    form: str = "exp"                    # DMA score form, "exp" (paper) or "log"
+    form: str = "log"                    # DMA score form: "log" (stable), or "exp" (the paper; can overflow in training)
     mlp_hidden: int | None = None        # SwiGLU hidden size (default 4 d_model * 2/3, rounded)
     mlp: bool = True                     # False: blocks without an MLP (attention only)
     conv_kernel: int = 0                 # > 0: a short causal depthwise conv before q, k, v

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import warnings
 from dataclasses import asdict
 
 import torch
@@ -28,6 +29,10 @@ from .timing import AttentionTimer
 # steps so that it costs no per-step synchronisation.
 STOP_CHECK_EVERY = 10
 NO_CAUSE = "non-finite loss or gradient norm; no layer's scores or projections were"
+EXP_FORM_WARNING = ("form='exp' (the paper's s = exp(A softplus(x))) overflows float32 once A "
+                    "softplus(x) > 88.7 and can turn training into NaN (the loop then stops with "
+                    "TrainingDiverged); form='log' (s = A softplus(x)) ranks keys the same way and "
+                    "is the stable default")
 
 
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -131,6 +136,8 @@ def train(cfg: TrainConfig, device: torch.device | str = "cpu", *, progress: boo
     ctx = dist if dist is not None else DistContext(device=torch.device(device))
     device = ctx.device
     check_parallel(cfg, ctx.world_size)
+    if cfg.attn == "dma" and cfg.form == "exp":
+        warnings.warn(EXP_FORM_WARNING, stacklevel=2)
     data = DataStreams(cfg, [ctx.rank] if ctx.distributed else None)
     torch.manual_seed(cfg.seed)                              # model init, the same on every rank
     model = TinyLM(cfg.model_config(), device=device)
