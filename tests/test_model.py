@@ -172,3 +172,31 @@ def test_triton_backend_matches_naive():
     (b * g).sum().backward()
     for (name, p1), p2 in zip(naive.named_parameters(), triton.parameters()):
         torch.testing.assert_close(p2.grad, p1.grad, atol=1e-4, rtol=1e-3, msg=lambda m, n=name: f"{n}: {m}")
+
+
+def test_short_conv_is_causal_and_resumes_from_past(rng):
+    """y_t depends on x_{t-c+1..t} only; running a sequence in two pieces with ``past`` (the last
+    c - 1 inputs of the first piece) gives the same output as one piece."""
+    from dma_ref.nn.model import ShortConv
+
+    conv = ShortConv(8, 4).double()
+    x = torch.randn(2, 12, 8, generator=rng, dtype=torch.float64)
+    y = conv(x)
+    x2 = x.clone()
+    x2[:, 7:] += 1.0                                     # change the future of position 6
+    torch.testing.assert_close(conv(x2)[:, :7], y[:, :7])
+    x3 = x.clone()
+    x3[:, 2] += 1.0                                      # position 2 reaches 2..5 only
+    changed = (conv(x3) - y).abs().sum((0, 2)) > 0
+    assert changed.nonzero().flatten().tolist() == [2, 3, 4, 5]
+    torch.testing.assert_close(torch.cat([conv(x[:, :5]), conv(x[:, 5:], past=x[:, 2:5])], 1), y)
+    w = conv.conv.weight[:, 0]                           # [C, 4]: tap i multiplies x_{t-3+i}
+    t = 9
+    want = x[:, t] + sum(w[:, i] * x[:, t - 3 + i] for i in range(4))
+    torch.testing.assert_close(y[:, t], want)
+    with pytest.raises(ValueError, match=r"past must have shape \[B=2, kernel-1=3, C=8\]"):
+        conv(x, past=x[:, :2])
+    with pytest.raises(ValueError, match="conv_kernel"):
+        ModelConfig(conv_kernel=-1)
+    no_mlp = TinyLM(ModelConfig(vocab_size=16, d_model=16, n_heads=2, mlp=False, conv_kernel=3))
+    assert all(b.mlp is None and b.conv is not None for b in no_mlp.blocks)
