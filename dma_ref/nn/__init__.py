@@ -2,14 +2,18 @@
 
 * ``attention``: one projection base; ``CausalAttention`` (MHA), ``SlidingWindowAttention``
   (SWA) and ``DMAAttention``, each with ``keep``, ``lifetimes``, ``probs`` and a ``core``.
-* ``kinds``: the rule of the three kinds (kept keys, lifetimes, weights) for any window.
+* ``mla``: ``MultiHeadLatentAttention`` (DeepSeek-V2); ``nsa``: ``NativeSparseAttention``
+  (compressed, selected and sliding branches, gated).
+* ``kinds``: the rule of the kinds (kept keys, lifetimes, weights) for any window.
 * ``model``: ``ModelConfig``, ``TinyLM``; ``checkpoint``: save and load, ``CHECKPOINT``.
 """
 
 from .attention import CausalAttention, DMAAttention, SlidingWindowAttention, backend_for
 from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from .kinds import ATTENTIONS
+from .mla import MultiHeadLatentAttention
 from .model import ModelConfig, TinyLM, make_attention
+from .nsa import NativeSparseAttention, NSASizes, nsa_sizes
 
 __all__ = [
     "ATTENTIONS",
@@ -17,10 +21,14 @@ __all__ = [
     "CausalAttention",
     "DMAAttention",
     "ModelConfig",
+    "MultiHeadLatentAttention",
+    "NSASizes",
+    "NativeSparseAttention",
     "SlidingWindowAttention",
     "TinyLM",
     "backend_for",
     "load_checkpoint",
     "make_attention",
+    "nsa_sizes",
     "save_checkpoint",
 ]

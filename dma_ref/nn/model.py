@@ -33,6 +33,8 @@ from .attention import (
     backend_for,
 )
 from .kinds import check_kind
+from .mla import MultiHeadLatentAttention
+from .nsa import NativeSparseAttention
 
 
 @dataclass
@@ -126,6 +128,9 @@ def make_attention(cfg: ModelConfig, device: torch.device | str | None = None) -
         backend = backend_for(device) if cfg.backend == "auto" else cfg.backend
         return DMAAttention(cfg.d_model, cfg.n_heads, cfg.n_kv_heads, window=cfg.window,
                             form=cfg.form, backend=backend)
+    if cfg.attn in ("mla", "nsa"):        # sizes derived from d_model, heads and window
+        layer = MultiHeadLatentAttention if cfg.attn == "mla" else NativeSparseAttention
+        return layer(cfg.d_model, cfg.n_heads, cfg.n_kv_heads, window=cfg.window)
     layer = SlidingWindowAttention if cfg.attn == "swa" else CausalAttention
     return layer(cfg.d_model, cfg.n_heads, cfg.n_kv_heads, window=cfg.window)
 
