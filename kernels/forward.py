@@ -13,6 +13,10 @@ and for every tile (all in fp32, logits in log2 units so that ``exp2`` is the ex
     l'    = alpha l + sum_j P_ij,   acc' = alpha acc + P V
     o_i   = acc_i / l_i,   lse_i = ln(2) * (m_i + log2 l_i)        (o = 0, lse = -inf if l_i = 0)
 
+With ``LAZY`` (the FlashAttention-4 trick) m is a reference maximum that moves only when some
+row of the tile grows past it by more than ``RESCALE_LOG2``; P <= 2^8 in between, and o, lse
+are the same function of the tiles (m cancels in acc / l).
+
 Without lists (``DENSE``: ``w >= K``, or ``2 w >= K`` where lists would cost O(N w / BLOCK_Q)
 memory for little less work) the program visits ``[0, p0)`` contiguously instead of a list; the
 ``e`` test (``USE_E``) stays on unless ``w >= K``. Each tile tests only what can fail there:
@@ -35,13 +39,34 @@ from .plan import KeyPlan
 from .tiles import LN2, LOG2E, block_rows, list_bounds, load_rows, store_rows, tile_logits
 
 
+# Lazy rescaling: the running maximum m (log2 units) is moved only when some row's grows by
+# more than this; until then P = 2^(x - m) <= 2^8, well inside bf16 / fp16 and the fp32 sums.
+RESCALE_LOG2 = tl.constexpr(8.0)
+
+
 @triton.jit
 def _fwd_tile(q, acc, m_i, l_i, Kp, Vp, Sp, Ep, kv_base, s_base, j, col_ok, p, qk_scale,
               HEAD_D: tl.constexpr, HEAD_DP: tl.constexpr, TEST_COLS: tl.constexpr,
-              TEST_CAUSAL: tl.constexpr, TEST_E: tl.constexpr, PREC: tl.constexpr):
+              TEST_CAUSAL: tl.constexpr, TEST_E: tl.constexpr, PREC: tl.constexpr,
+              LAZY: tl.constexpr):
     _k, v, _koff, x = tile_logits(q, Kp, Vp, Sp, Ep, kv_base, s_base, j, col_ok, p, qk_scale,
                                   HEAD_D, HEAD_DP, TEST_COLS, TEST_CAUSAL, TEST_E, PREC)
     m_new = tl.maximum(m_i, tl.max(x, 1))
+    if LAZY:
+        # One decision for the whole tile (a branch all threads take alike): skipping the
+        # [M, D] rescale of acc is the saving. A row's first kept key always rescales (+inf).
+        grow = tl.where(m_new > m_i, m_new - m_i, 0.0)
+        if tl.max(grow, 0) > RESCALE_LOG2:
+            m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
+            alpha = tl.exp2(m_i - m_ref)
+            acc = acc * alpha[:, None]
+            l_i = l_i * alpha
+            m_i = m_new
+        m_ref = tl.where(m_i == float("-inf"), 0.0, m_i)
+        pt = tl.exp2(x - m_ref[:, None])
+        l_i = l_i + tl.sum(pt, 1)
+        acc = acc + tl.dot(pt.to(v.dtype), v, input_precision=PREC)
+        return acc, m_i, l_i
     m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)      # no -inf - -inf
     alpha = tl.exp2(m_i - m_ref)
     pt = tl.exp2(x - m_ref[:, None])
@@ -56,7 +81,7 @@ def dma_fwd_kernel(Qp, Kp, Vp, Sp, Ep, IDX, START, CNT, Op, O32, LSE,
                    BLOCK_Q: tl.constexpr, GH: tl.constexpr, BLOCK_N: tl.constexpr,
                    HEAD_D: tl.constexpr, HEAD_DP: tl.constexpr, CAUSAL: tl.constexpr,
                    DENSE: tl.constexpr, USE_E: tl.constexpr, PREC: tl.constexpr,
-                   STORE_O32: tl.constexpr):
+                   STORE_O32: tl.constexpr, LAZY: tl.constexpr):
     """q, o ``[B*Hq, Q, D]``; k, v ``[B*Hkv, K, D]`` contiguous; s ``[B*Hkv, K]`` (any float
     dtype, read as fp32); e int32 ``[B*Hkv, K]``; IDX/START/CNT the CSR key lists; LSE fp32
     ``[B*Hq, Q]``; with STORE_O32 also
@@ -87,26 +112,28 @@ def dma_fwd_kernel(Qp, Kp, Vp, Sp, Ep, IDX, START, CNT, Op, O32, LSE,
         for c in range(0, n_full, BLOCK_N):
             j = c + tl.arange(0, BLOCK_N)
             acc, m_i, l_i = _fwd_tile(q, acc, m_i, l_i, Kp, Vp, Sp, Ep, kv_base, s_base, j, j >= 0,
-                                      p, qk_scale, HEAD_D, HEAD_DP, False, False, USE_E, PREC)
+                                      p, qk_scale, HEAD_D, HEAD_DP, False, False, USE_E, PREC,
+                                      LAZY)
         if n_full < n_list:
             j = n_full + tl.arange(0, BLOCK_N)
             acc, m_i, l_i = _fwd_tile(q, acc, m_i, l_i, Kp, Vp, Sp, Ep, kv_base, s_base, j,
                                       j < n_list, p, qk_scale, HEAD_D, HEAD_DP, True, False, USE_E,
-                                      PREC)
+                                      PREC, LAZY)
     else:
         for c in range(0, n_list, BLOCK_N):
             cols = c + tl.arange(0, BLOCK_N)
             col_ok = cols < n_list
             j = tl.load(IDX + lst + cols, mask=col_ok, other=0)
             acc, m_i, l_i = _fwd_tile(q, acc, m_i, l_i, Kp, Vp, Sp, Ep, kv_base, s_base, j, col_ok,
-                                      p, qk_scale, HEAD_D, HEAD_DP, True, False, USE_E, PREC)
+                                      p, qk_scale, HEAD_D, HEAD_DP, True, False, USE_E, PREC,
+                                      LAZY)
     # 2. The diagonal range [p0, p1], contiguous.
     if CAUSAL:
         for c in range(p0, p1 + 1, BLOCK_N):
             j = c + tl.arange(0, BLOCK_N)
             acc, m_i, l_i = _fwd_tile(q, acc, m_i, l_i, Kp, Vp, Sp, Ep, kv_base, s_base, j,
                                       j <= p1, p, qk_scale, HEAD_D, HEAD_DP, True, True, USE_E,
-                                      PREC)
+                                      PREC, LAZY)
 
     empty = l_i == 0.0
     l_safe = tl.where(empty, 1.0, l_i)
@@ -118,6 +145,11 @@ def dma_fwd_kernel(Qp, Kp, Vp, Sp, Ep, IDX, START, CNT, Op, O32, LSE,
     tl.store(LSE + hrow, lse, mask=row_ok)
 
 # ------------------------------------------------------------------------------ host launcher
+
+# Whether the forward rescales lazily (RESCALE_LOG2); a module switch so that a benchmark can
+# time both (figures/bench/PERF_NOTES.md).
+LAZY_RESCALE = True
+
 
 def scores_fp32(s: torch.Tensor) -> torch.Tensor:
     """s in fp32 for the kernels: gathered 2-byte loads of bf16 scores made the forward 40%
@@ -141,7 +173,7 @@ def dma_forward(q, k, v, s, plan: KeyPlan, scale: float, cfg: KernelConfig, GH: 
     lse = torch.empty(B, Hq, Q, dtype=torch.float32, device=q.device)
     consts = {"BLOCK_Q": plan.block_q, "HEAD_D": D, "HEAD_DP": padded_head_dim(D),
               "CAUSAL": plan.causal, "DENSE": plan.dense, "USE_E": plan.use_e,
-              "PREC": precision(q.dtype), "STORE_O32": store32}
+              "PREC": precision(q.dtype), "STORE_O32": store32, "LAZY": LAZY_RESCALE}
     args = (q, k, v, s, plan.e, plan.idx, plan.start, plan.count, o, o32, lse,
             Q, K, G, plan.n_qb, scale * LOG2E.value, plan.n_qb.bit_length())
     launch(dma_fwd_kernel, "fwd", cfg, GH, plan.n_qb, B * Hkv, G, args, consts)

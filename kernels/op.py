@@ -30,7 +30,7 @@ from dma_ref.validate import (
     default_scale,
 )
 
-from . import launch
+from . import dense_sdpa, launch
 from .backward import dma_backward
 from .forward import dma_forward
 from .launch import (
@@ -200,6 +200,11 @@ def dma_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Te
     it into NaN: never a silent wrong value.
     Shapes, dtypes and devices are always checked (on the host, for free).
 
+    The dense regime (``w >= K``, causal, ``Q == K``, bf16 on CUDA, D <= 128, no lse, no forced
+    tile) runs as fused causal attention with the scores folded into two extra head columns
+    (``dense_sdpa.py``: cuDNN on the H200), faster there than these kernels;
+    ``dense_sdpa.DENSE_VIA_SDPA = False`` keeps it on the Triton kernels.
+
     No host synchronisation, no data-dependent sizes (``deterministic=True`` included): the call
     can be captured in a CUDA graph (after one warm-up call, which autotunes the kernels) and
     traced by ``torch.compile`` without
@@ -238,6 +243,9 @@ def dma_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Te
         o = torch.zeros_like(q) + 0 * (k.sum() + v.sum() + s.sum())
         lse = torch.full((B, Hq, Q), float("-inf"), dtype=torch.float32, device=q.device)
         return (o, lse) if return_lse else o
+    if dense_sdpa.applies(q, k, w, causal=causal, return_lse=return_lse,
+                          forced_config=fwd_config is not None or bwd_config is not None):
+        return dense_sdpa.dense_dma_sdpa(q, k, v, s, scale)
     keep_fp32 = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, s))
     fwd = attention_fwd if torch.compiler.is_compiling() else _Eager.apply
     o, lse, *_ = fwd(q, k, v, s, w, causal, scale, mode, _cfg_list(fwd_cfg), _cfg_list(bwd_cfg),

@@ -1,6 +1,7 @@
 """Compile the DMA kernels for the H200 (sm_90) on a machine without a GPU, and report resources.
 
-    python scripts/compile_sm90.py [--d 128 64] [--dtype bf16] [--jobs 2]
+    python scripts/compile_sm90.py [--d 128 64] [--dtype bf16] [--jobs 2] [--kinds fwd]
+                                   [--lazy 0|1]
 
 For every autotuning candidate of ``FWD_TUNING`` / ``BWD_TUNING`` (kernels/launch.py) and
 every kernel variant the benchmark meets (sparse lists with the ``e`` test; dense ``w >= K``),
@@ -25,7 +26,7 @@ from concurrent.futures import ProcessPoolExecutor
 ROWS, GH = 128, 4          # the benchmark's packing: Hq / Hkv = 4, BLOCK_Q = 32 (split 2: GH = 2)
 
 
-def compile_one(kind: str, D: int, dtype: str, variant: str, cfg: tuple[int, ...]):
+def compile_one(kind: str, D: int, dtype: str, variant: str, cfg: tuple[int, ...], lazy: bool):
     import triton
     from dma_ref.kernels.backward import dma_bwd_kernel
     from dma_ref.kernels.forward import dma_fwd_kernel
@@ -44,7 +45,7 @@ def compile_one(kind: str, D: int, dtype: str, variant: str, cfg: tuple[int, ...
               "HEAD_DP": padded_head_dim(D), "CAUSAL": True, "DENSE": variant == "dense",
               "USE_E": variant == "sparse", "PREC": "ieee" if dtype == "fp32" else "tf32"}
     if kind == "fwd":
-        consts["STORE_O32"] = True
+        consts.update(STORE_O32=True, LAZY=lazy)
     else:
         consts.update(DS_F32=dtype == "fp16", DETERMINISTIC=False, HAS_DLSE=False)
     sig = {n: ptrs.get(n, "constexpr" if n in consts
@@ -84,12 +85,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--d", type=int, nargs="+", default=[128, 64])
     p.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32"])
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--kinds", nargs="+", default=["fwd", "bwd"], choices=["fwd", "bwd"])
+    p.add_argument("--lazy", type=int, choices=[0, 1], default=None,
+                   help="the forward's lazy rescaling (default: forward.LAZY_RESCALE)")
     args = p.parse_args(argv)
+    from dma_ref.kernels.forward import LAZY_RESCALE
     from dma_ref.kernels.launch import BWD_TUNING, FWD_TUNING
 
-    jobs = [(kind, D, args.dtype, variant, cfg)
+    lazy = LAZY_RESCALE if args.lazy is None else bool(args.lazy)
+    jobs = [(kind, D, args.dtype, variant, cfg, lazy)
             for D in args.d for variant in ("sparse", "dense")
-            for kind, cands in (("fwd", FWD_TUNING), ("bwd", BWD_TUNING)) for cfg in cands]
+            for kind, cands in (("fwd", FWD_TUNING), ("bwd", BWD_TUNING)) for cfg in cands
+            if kind in args.kinds]
     print("kernel D dtype variant (BLOCK_N, warps, stages): shared bytes, registers, spill bytes,"
           " wgmma count, compile s")
     bad = 0

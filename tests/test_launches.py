@@ -57,7 +57,8 @@ def triton_launches(monkeypatch):
                 launches[self.name] += 1
             return launch
 
-    for module, name in [(ranks_mod, "ranks_kernel"), (ranks_mod, "thresholds_kernel"),
+    for module, name in [(ranks_mod, "ranks_kernel"), (ranks_mod, "count_ranks_kernel"),
+                         (ranks_mod, "thresholds_kernel"),
                          (ranks_mod, "lifetimes_kernel"), (plan_mod, "block_lists_kernel"),
                          (plan_mod, "plan_kernel"),
                          (forward_mod, "dma_fwd_kernel"), (backward_mod, "dma_bwd_kernel"),
@@ -73,16 +74,21 @@ def inputs(N=300, D=16, dtype=torch.float32):
     return q, k, v, s
 
 
-def test_build_plan_is_one_torch_launch_and_three_kernels(triton_launches):
+@pytest.mark.parametrize("count", [True, False], ids=["count-ranks", "sort"])
+def test_build_plan_is_three_kernels_and_at_most_a_sort(triton_launches, monkeypatch, count):
     _, _, _, s = inputs()
+    if not count:                             # the sort path, as from K > COUNT_RANKS_MAX
+        monkeypatch.setattr(ranks_mod, "COUNT_RANKS_MAX", 299)
     with CountOps() as mode:
         plan = build_plan(s, 32, 300, block_q=32)
     assert not plan.dense
-    # one sort (key order, read backwards by ranks_kernel); no host sync.
-    assert sum(mode.ops.values()) <= 1, dict(mode.ops)
+    # counted ranks: no torch op at all; else one sort (key order, read backwards by
+    # ranks_kernel); no host sync.
+    assert sum(mode.ops.values()) <= (0 if count else 1), dict(mode.ops)
     assert not HOST_SYNC & set(mode.ops), dict(mode.ops)
     # ranks, thresholds, then the lifetimes and the key lists in one launch
-    assert triton_launches == Counter(ranks_kernel=1, thresholds_kernel=1, plan_kernel=1)
+    ranks = "count_ranks_kernel" if count else "ranks_kernel"
+    assert triton_launches == Counter({ranks: 1, "thresholds_kernel": 1, "plan_kernel": 1})
 
 
 @pytest.mark.parametrize("check_values", [True, False])
@@ -96,8 +102,9 @@ def test_forward_adds_one_kernel_and_an_optional_check(triton_launches, s_dtype,
     # The NaN / +inf check of s (the CPU default; off on CUDA), nothing else: without it the
     # forward never waits for the GPU (CUDA graphs can capture it).
     assert syncs == int(check_values), dict(mode.ops)
-    # the plan's sort, s's fp32 copy for the kernel (bf16 scores) and the check's reduction.
-    budget = 1 + int(s_dtype != torch.float32) + int(check_values)
+    # s's fp32 copy for the kernel (bf16 scores) and the check's reduction (the plan's ranks
+    # are counted by a kernel at this K: no sort).
+    budget = int(s_dtype != torch.float32) + int(check_values)
     assert sum(mode.ops.values()) - syncs <= budget, dict(mode.ops)
     assert triton_launches["dma_fwd_kernel"] == 1
 
