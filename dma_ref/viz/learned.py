@@ -214,10 +214,12 @@ def plot_head_statistics(stats: list[dict]):
     tokens at the queries, per head."""
     colors = {"local": "tab:orange", "global": "tab:purple", "range": "tab:cyan"}
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 3.8), gridspec_kw={"width_ratios": [1, 1.4]})
-    for st in stats:
+    # Labels go round the point in turn, so that heads at nearby points stay readable.
+    offsets = [(5, 5), (5, -11), (-30, 5), (-30, -11)]
+    for i, st in enumerate(stats):
         ax.scatter(st["kept_local"], st["kept_persistent"], color=colors[st["kind"]], s=60)
         ax.annotate(f"L{st['layer']}H{st['head']}", (st["kept_local"], st["kept_persistent"]),
-                    fontsize=7, xytext=(3, 3), textcoords="offset points")
+                    fontsize=7, xytext=offsets[i % len(offsets)], textcoords="offset points")
     ax.axvline(0.6, color="gray", linestyle=":", linewidth=1)
     ax.axhline(0.6, color="gray", linestyle=":", linewidth=1)
     ax.set_xlim(-0.05, 1.05)
@@ -225,7 +227,8 @@ def plot_head_statistics(stats: list[dict]):
     ax.set_xlabel("kept keys that are recent (p - j < w)")
     ax.set_ylabel("kept keys never evicted (e_j = N)")
     for kind, c in colors.items():
-        ax.scatter([], [], color=c, label=kind)
+        if any(st["kind"] == kind for st in stats):          # no legend entry without points
+            ax.scatter([], [], color=c, label=kind)
     ax.legend(fontsize=8, loc="center right")
     labels = [f"L{st['layer']}H{st['head']}" for st in stats]
     ax2.bar(labels, [st["attn_pairs"] for st in stats], color=[colors[st["kind"]] for st in stats])

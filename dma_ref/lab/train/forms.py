@@ -65,7 +65,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--steps", type=int, default=None, help="override TrainConfig.steps")
     p.add_argument("--lr", type=float, default=None, help="override TrainConfig.lr")
     p.add_argument("--out", type=Path, required=True, help="the JSON record to write")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     opts = p.parse_args(argv)
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
     cfg = TrainConfig(precision=opts.precision)
     if opts.steps is not None:
         cfg = replace(cfg, steps=opts.steps)
