@@ -38,7 +38,6 @@ from .launch import KernelConfig, launch, padded_head_dim, precision
 from .plan import KeyPlan
 from .tiles import LN2, LOG2E, block_rows, list_bounds, load_rows, store_rows, tile_logits
 
-
 # Lazy rescaling: the running maximum m (log2 units) is moved only when some row's grows by
 # more than this; until then P = 2^(x - m) <= 2^8, well inside bf16 / fp16 and the fp32 sums.
 RESCALE_LOG2 = tl.constexpr(8.0)

@@ -92,7 +92,7 @@ def score_keys(S, base, j, ok):
     bits = s.to(tl.int32, bitcast=True)
     key = tl.where(bits >= 0, bits, bits ^ 0x7FFFFFFF)
     key = tl.where(s == 0.0, 0, key)
-    key = tl.where(s != s, 0x7FFFFFFF, key)
+    key = tl.where((bits & 0x7FFFFFFF) > 0x7F800000, 0x7FFFFFFF, key)      # NaN
     return tl.where(ok, key, -2147483648)
 
 
