@@ -1,0 +1,123 @@
+"""Pictures of a Triton kernel's index arithmetic (the Triton primer): which program handles
+which element, the offsets ``i * stride_m + j * stride_n`` of one tile under different memory
+layouts, and the tiles of a bottom-right causal logit matrix.
+
+``program_owner`` and ``tile_offsets`` compute what is drawn (pure functions); the ``plot_*``
+functions return matplotlib figures.
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.colors import ListedColormap
+from matplotlib.patches import Patch, Rectangle
+
+from ..numerics import cdiv
+
+MASKED = "#d9d9d9"
+
+
+def program_owner(N: int, block: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For a 1-D launch of ``cdiv(N, block)`` programs: ``(owner, valid)``, int64 and bool
+    ``[n_programs * block]``; lane ``t`` of the launch belongs to program ``t // block`` and is
+    valid (inside the tensor) iff ``t < N``."""
+    if N < 1 or block < 1:
+        raise ValueError(f"N and block must be >= 1, got N={N}, block={block}")
+    lanes = torch.arange(cdiv(N, block) * block)
+    return lanes // block, lanes < N
+
+
+def plot_program_map(N: int, block: int):
+    """One row of cells, one per lane of the launch, coloured by program; lanes past ``N``
+    (the ragged edge that ``mask=offs < N`` switches off) are grey and hatched."""
+    owner, valid = program_owner(N, block)
+    n_prog = int(owner.max()) + 1
+    colors = plt.get_cmap("tab10")
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(owner)), 1.9))
+    for t, (p, ok) in enumerate(zip(owner.tolist(), valid.tolist())):
+        ax.add_patch(Rectangle((t, 0), 1, 1, facecolor=colors(p % 10) if ok else MASKED,
+                               edgecolor="white", hatch=None if ok else "//", alpha=0.85))
+        ax.text(t + 0.5, 0.5, str(t), ha="center", va="center", fontsize=8)
+    for p in range(n_prog):
+        ax.text(p * block + block / 2, 1.25, f"program {p}", ha="center", fontsize=9)
+    ax.set_xlim(0, len(owner))
+    ax.set_ylim(-0.1, 1.6)
+    ax.axis("off")
+    ax.set_title(f"offs = program_id * BLOCK + arange(BLOCK): N = {N}, BLOCK = {block}, "
+                 f"grid = ({n_prog},); grey lanes fail offs < N", fontsize=10)
+    return fig
+
+
+def tile_offsets(row0: int, col0: int, BM: int, BN: int, stride_m: int, stride_n: int,
+                 M: int, N: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pointer offsets and the mask of the ``[BM, BN]`` tile at ``(row0, col0)`` of an
+    ``[M, N]`` tensor with strides ``(stride_m, stride_n)``: int64 and bool ``[BM, BN]``,
+    exactly ``rows[:, None] * stride_m + cols[None, :] * stride_n`` and
+    ``(rows[:, None] < M) & (cols[None, :] < N)``."""
+    rows = row0 + torch.arange(BM)
+    cols = col0 + torch.arange(BN)
+    offsets = rows[:, None] * stride_m + cols[None, :] * stride_n
+    return offsets, (rows[:, None] < M) & (cols[None, :] < N)
+
+
+def plot_tile_offsets(M: int, N: int, BM: int, BN: int, row0: int, col0: int,
+                      layouts: dict[str, tuple[int, int]]):
+    """One panel per layout (name -> strides): the ``[M, N]`` tensor, the tile at
+    ``(row0, col0)`` outlined, each tile cell labelled with its offset from the data pointer;
+    cells that fail the mask are grey (their offsets would land outside the tensor)."""
+    fig, axes = plt.subplots(1, len(layouts), figsize=(5.2 * len(layouts), 4.4))
+    for ax, (name, (sm, sn)) in zip(np.atleast_1d(axes), layouts.items()):
+        offsets, ok = tile_offsets(row0, col0, BM, BN, sm, sn, M, N)
+        H, W = max(M, row0 + BM), max(N, col0 + BN)
+        inside = np.zeros((H, W))
+        inside[:M, :N] = 1
+        ax.imshow(inside, cmap=ListedColormap(["#ffffff", "#e8f0fa"]), vmin=0, vmax=1,
+                  extent=(0, W, H, 0))
+        for a in range(BM):
+            for b in range(BN):
+                r, c = row0 + a, col0 + b
+                if not ok[a, b]:
+                    ax.add_patch(Rectangle((c, r), 1, 1, facecolor=MASKED, hatch="//"))
+                ax.text(c + 0.5, r + 0.5, str(int(offsets[a, b])), ha="center", va="center",
+                        fontsize=7, color="#1a365d" if ok[a, b] else "#777777")
+        ax.add_patch(Rectangle((col0, row0), BN, BM, fill=False, edgecolor="#c53030", lw=2))
+        ax.add_patch(Rectangle((0, 0), N, M, fill=False, edgecolor="#2b6cb0", lw=1.5))
+        ax.set_xticks(range(W))
+        ax.set_yticks(range(H))
+        ax.tick_params(labelsize=7)
+        ax.grid(color="#cccccc", lw=0.5)
+        ax.set_title(f"{name}: strides ({sm}, {sn})", fontsize=10)
+        ax.set_xlabel("column j")
+        ax.set_ylabel("row i")
+    fig.legend(handles=[Patch(facecolor="#e8f0fa", edgecolor="#2b6cb0", label="the tensor"),
+                        Patch(facecolor=MASKED, hatch="//", label="masked (outside)")],
+               loc="lower center", ncol=2, fontsize=8)
+    fig.suptitle(f"offsets of the {BM}x{BN} tile at ({row0}, {col0}) of a {M}x{N} tensor: "
+                 "i * stride_m + j * stride_n", fontsize=11)
+    fig.tight_layout(rect=(0, 0.06, 1, 0.95))
+    return fig
+
+
+def plot_logit_tiles(Q: int, K: int, BM: int, BN: int):
+    """The ``[Q, K]`` logits of one head tiled by a ``(cdiv(Q, BM), cdiv(K, BN))`` grid:
+    pairs with ``j <= K - Q + i`` (bottom-right causal) in blue, masked ones white, lanes of the
+    last tiles past Q or K grey; each tile labelled with its program ids."""
+    Hp, Wp = cdiv(Q, BM) * BM, cdiv(K, BN) * BN
+    i = np.arange(Hp)[:, None]
+    j = np.arange(Wp)[None, :]
+    picture = np.where((i < Q) & (j < K), np.where(j <= K - Q + i, 2, 1), 0)
+    fig, ax = plt.subplots(figsize=(7, 7 * Hp / Wp + 0.8))
+    ax.imshow(picture, cmap=ListedColormap([MASKED, "#ffffff", "#2b6cb0"]), vmin=0, vmax=2,
+              interpolation="nearest", extent=(0, Wp, Hp, 0))
+    for a in range(cdiv(Q, BM)):
+        for b in range(cdiv(K, BN)):
+            ax.add_patch(Rectangle((b * BN, a * BM), BN, BM, fill=False, edgecolor="#c53030"))
+            ax.text(b * BN + BN / 2, a * BM + BM / 2, f"({a}, {b})", ha="center", va="center",
+                    fontsize=9, color="#c53030")
+    ax.set_xlabel("key j")
+    ax.set_ylabel("query row i (position K - Q + i)")
+    ax.set_title(f"Q = {Q}, K = {K}, BM = {BM}, BN = {BN}: blue = kept, white = -inf, "
+                 "grey = outside (masked lanes)", fontsize=10)
+    return fig
