@@ -163,14 +163,16 @@ class NativeSparseAttention(ProjectedAttention):
     def compressed(self, q: torch.Tensor, k_cmp: torch.Tensor, v_cmp: torch.Tensor):
         """The compressed branch: ``(o [B, Hq, N, D], importance [B, Hkv, N, n_cmp])``, the
         importance detached (it only chooses blocks)."""
-        N = q.shape[2]
+        B, _, N, _ = q.shape
+        if k_cmp.shape[2] == 0:                       # N < l: no complete block yet
+            return torch.zeros_like(q), q.new_zeros(B, self.Hkv, N, 0).detach()
         valid = compressed_ends(N, self.sizes).to(q.device)[None, :] <= torch.arange(
             N, device=q.device)[:, None]                                 # [N, n_cmp]
         logits = (q @ expand_kv(k_cmp, self.Hq).transpose(-1, -2)) * self.D ** -0.5
         o, lse = masked_softmax_attention(logits, valid, expand_kv(v_cmp, self.Hq))
         with torch.no_grad():
             p = torch.exp(logits.masked_fill(~valid, float("-inf")) - lse[..., None]).nan_to_num(0.0)
-            B, _, N, n_cmp = p.shape
+            n_cmp = p.shape[-1]
             importance = p.view(B, self.Hkv, -1, N, n_cmp).sum(2)
         return o, importance
 
