@@ -13,9 +13,9 @@ and for every tile (all in fp32, logits in log2 units so that ``exp2`` is the ex
     l'    = alpha l + sum_j P_ij,   acc' = alpha acc + P V
     o_i   = acc_i / l_i,   lse_i = ln(2) * (m_i + log2 l_i)        (o = 0, lse = -inf if l_i = 0)
 
-With ``LAZY`` (the FlashAttention-4 trick) m is a reference maximum that moves only when some
-row of the tile grows past it by more than ``RESCALE_LOG2``; P <= 2^8 in between, and o, lse
-are the same function of the tiles (m cancels in acc / l).
+With ``LAZY`` (the FlashAttention-4 trick) each row's m is a reference maximum that moves only
+when the row's tile maximum passes it by more than ``RESCALE_LOG2``; P <= 2^8 in between, and
+o, lse are the same function of the tiles (m cancels in acc / l).
 
 Without lists (``DENSE``: ``w >= K``, or ``2 w >= K`` where lists would cost O(N w / BLOCK_Q)
 memory for little less work) the program visits ``[0, p0)`` contiguously instead of a list; the
@@ -52,15 +52,19 @@ def _fwd_tile(q, acc, m_i, l_i, Kp, Vp, Sp, Ep, kv_base, s_base, j, col_ok, p, q
                                   HEAD_D, HEAD_DP, TEST_COLS, TEST_CAUSAL, TEST_E, PREC)
     m_new = tl.maximum(m_i, tl.max(x, 1))
     if LAZY:
-        # One decision for the whole tile (a branch all threads take alike): skipping the
-        # [M, D] rescale of acc is the saving. A row's first kept key always rescales (+inf).
+        # Each row moves its own m (a row's first kept key always does: +inf growth), so a
+        # row's bits never depend on the other rows of the tile (causality stays bit-exact);
+        # the tile skips the [M, D] rescale of acc when no row moves (a uniform branch), and
+        # rows that stay are multiplied by exactly 1 when another row moves.
         grow = tl.where(m_new > m_i, m_new - m_i, 0.0)
-        if tl.max(grow, 0) > RESCALE_LOG2:
-            m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
-            alpha = tl.exp2(m_i - m_ref)
+        move = grow > RESCALE_LOG2
+        if tl.max(move.to(tl.int32), 0) > 0:
+            m_up = tl.where(move, m_new, m_i)
+            alpha = tl.where(move, tl.exp2(m_i - tl.where(m_up == float("-inf"), 0.0, m_up)),
+                             1.0)
             acc = acc * alpha[:, None]
             l_i = l_i * alpha
-            m_i = m_new
+            m_i = m_up
         m_ref = tl.where(m_i == float("-inf"), 0.0, m_i)
         pt = tl.exp2(x - m_ref[:, None])
         l_i = l_i + tl.sum(pt, 1)
