@@ -11,12 +11,15 @@ before any kernel is defined).
   multiple of 8 up to 256; the backward adds dk, dv, ds atomically unless ``deterministic=True``.
   No host synchronisation on CUDA (CUDA graphs can capture it), two custom operators for
   ``torch.compile`` (no graph break), tiles autotuned on CUDA (``FWD_TUNING``, ``BWD_TUNING``).
+* ``graphed_attention(q, k, v, s, window, **options)``: the same call with its forward and
+  backward captured in CUDA graphs (graphs.py), for training steps of fixed shapes.
 * The mask builder, timed separately by the benchmark: ``build_thresholds(s, w)`` (theta_p,
   the w-th best rank so far) and ``build_lifetimes(s, w)`` (the exact ``e_j`` of DESIGN.md 3.5,
   ranks.py), ``global_lifetimes``, ``block_key_lists(rank_keys(s), theta, Q, BQ, w)``
   (per-query-block key lists, plan.py) and ``build_plan`` (everything one call needs).
 """
 
+from .graphs import graphed_attention
 from .launch import BWD_CONFIG, FWD_CONFIG, HEAD_DIMS, KernelConfig
 from .op import dma_attention
 from .plan import KeyPlan, block_key_lists, build_plan, topw_key_lists
@@ -34,6 +37,7 @@ __all__ = [
     "build_thresholds",
     "dma_attention",
     "global_lifetimes",
+    "graphed_attention",
     "rank_keys",
     "topw_key_lists",
 ]
