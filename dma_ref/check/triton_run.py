@@ -51,9 +51,10 @@ class Guarded:
                                  "without the mask of the ragged edge?")
 
     def check_written(self) -> None:
-        """Raise ``NotImplementedError`` when the kernel stored nothing at all (the stub)."""
+        """Raise when the kernel stored nothing at all (the stub, or a mask that is never true)."""
         if bool((self.view == self.fill).all()):
-            raise NotImplementedError("the kernel stored nothing")
+            raise AssertionError("not attempted yet: the kernel stored nothing (write its body, "
+                                 "and check that its store mask is not always false)")
 
 
 def guarded(x: torch.Tensor, layout: str = "contiguous", *, fill: float = math.nan) -> Guarded:
