@@ -5,7 +5,8 @@ buffers, with no torch or package code doing the work, and report the first wron
   past the edge without a mask poisons the result) or a sentinel (outputs: a store past the edge
   without a mask is caught by ``Guarded.check_untouched``). It also gives a tensor a
   non-contiguous layout: rows padded (row stride > width) or stored transposed.
-* ``launch`` refuses anything but a Triton kernel and runs it while every torch function that
+* ``launch`` refuses anything but a Triton kernel defined for the interpreter (the buffers are
+  CPU tensors) and runs it while every torch function that
   computes raises, and while calling a ``@triton.jit`` helper of this package raises (checked on
   the objects themselves, so an alias does not help). Under the interpreter the kernel's body is
   Python, so a kernel could otherwise call ``torch.softmax`` on a global tensor.
@@ -133,9 +134,13 @@ def no_package_helpers() -> Iterator[None]:
 
 def require_kernel(kernel: object) -> None:
     """``TypeError`` unless ``kernel`` is a ``@triton.jit`` function written outside the package."""
+    from triton.runtime.interpreter import InterpretedFunction
     from triton.runtime.jit import KernelInterface
     if not isinstance(kernel, KernelInterface) or not hasattr(kernel, "fn"):
         raise TypeError(f"pass the @triton.jit kernel itself, got {type(kernel).__name__}")
+    if not isinstance(kernel, InterpretedFunction):
+        raise TypeError("the puzzles run in Triton's interpreter on CPU tensors: call "
+                        "dma_ref.setup_device(prefer='cpu') before any kernel is defined")
     if is_package_code(kernel):
         raise AssertionError(f"{kernel.fn.__name__} is the package's kernel: write your own")
 
