@@ -171,7 +171,12 @@ def expect_close(got: torch.Tensor, want: torch.Tensor, where: str, *, atol: flo
         return
     bad = (~ok).nonzero()
     index = tuple(bad[0].tolist())
-    hint = " (the kernel never stored there)" if float(got_d[index]) == SENTINEL else ""
+    got_x, want_x = float(got_d[index]), float(want_d[index])
+    hint = ""
+    if got_x == SENTINEL:
+        hint = " (the kernel never stored there)"
+    elif math.isnan(got_x):
+        hint = (" (NaN: a load past an edge without a mask reads the NaN padding around the "
+                "inputs, or an exp(-inf - (-inf)))")
     raise AssertionError(f"{where}: {len(bad)} of {ok.numel()} elements wrong; first at index "
-                         f"{index}: got {float(got_d[index]):.6g}, expected "
-                         f"{float(want_d[index]):.6g}{hint}")
+                         f"{index}: got {got_x:.6g}, expected {want_x:.6g}{hint}")
