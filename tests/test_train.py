@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import itertools
 import json
-from dataclasses import asdict
 import math
 import time
+from dataclasses import asdict
 
 import pytest
 import torch
