@@ -22,8 +22,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 __all__ = ["DENSE_VIA_SDPA", "applies", "dense_dma_sdpa"]
 
-# Off: the dense regime runs the Triton kernels (the benchmark times both).
-DENSE_VIA_SDPA = True
+# Off until measured on the H200 (scripts/gpu_variants.py times both): the Triton kernels.
+DENSE_VIA_SDPA = False
 BACKENDS = [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION,
             SDPBackend.EFFICIENT_ATTENTION]
 

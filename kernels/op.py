@@ -200,10 +200,10 @@ def dma_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Te
     it into NaN: never a silent wrong value.
     Shapes, dtypes and devices are always checked (on the host, for free).
 
-    The dense regime (``w >= K``, causal, ``Q == K``, bf16 on CUDA, D <= 128, no lse, no forced
-    tile) runs as fused causal attention with the scores folded into two extra head columns
-    (``dense_sdpa.py``: cuDNN on the H200), faster there than these kernels;
-    ``dense_sdpa.DENSE_VIA_SDPA = False`` keeps it on the Triton kernels.
+    With ``dense_sdpa.DENSE_VIA_SDPA = True`` the dense regime (``w >= K``, causal, ``Q == K``,
+    bf16 on CUDA, D <= 128, no lse, no forced tile) runs as fused causal attention with the
+    scores folded into two extra head columns (``dense_sdpa.py``: cuDNN on the H200); off by
+    default until its speed is measured there.
 
     No host synchronisation, no data-dependent sizes (``deterministic=True`` included): the call
     can be captured in a CUDA graph (after one warm-up call, which autotunes the kernels) and

@@ -73,7 +73,7 @@ def test_minus_inf_score_drops_the_key(rng):
         torch.testing.assert_close(got[0, :, p], want, atol=1e-10, rtol=1e-9)
 
 
-def test_applies_only_to_the_causal_dense_square_bf16_case():
+def test_applies_only_to_the_causal_dense_square_bf16_case(monkeypatch):
     def case(dtype=torch.bfloat16, Q=64, K=64, D=128):
         return torch.empty(1, 4, Q, D, dtype=dtype), torch.empty(1, 2, K, D, dtype=dtype)
 
@@ -89,6 +89,8 @@ def test_applies_only_to_the_causal_dense_square_bf16_case():
     def ap(q, k, w, **kw):
         return dense_sdpa.applies(Fake(q), Fake(k), w, **{**ok, **kw})
 
+    assert not ap(q, k, 64), "off by default (DENSE_VIA_SDPA)"
+    monkeypatch.setattr(dense_sdpa, "DENSE_VIA_SDPA", True)
     assert ap(q, k, 64) and ap(q, k, 10**6)
     assert not ap(q, k, 63), "w < K is the sparse path"
     assert not ap(q, k, 64, causal=False)

@@ -320,3 +320,15 @@ def test_scores_in_another_dtype_than_q(s_dtype):
     low = s_dtype != torch.float64
     torch.testing.assert_close(grads[3].double(), ref_grads[3], atol=1e-2 if low else ATOL,
                                rtol=1e-2 if low else RTOL)
+
+
+@pytest.mark.parametrize("B,Hq,Hkv,Q,K,D,w", [(1, 4, 2, 70, 70, 16, 9), (1, 2, 1, 40, 90, 24, 30),
+                                             (1, 4, 2, 50, 50, 16, 50)])
+def test_lazy_rescaling_forward(monkeypatch, B, Hq, Hkv, Q, K, D, w):
+    """The forward with lazy rescaling (``forward.LAZY_RESCALE``): sparse, Q < K and dense;
+    scores spread over ~12 units so that rows move their maximum (and skip it) many times."""
+    import dma_ref.kernels.forward as forward_mod
+
+    monkeypatch.setattr(forward_mod, "LAZY_RESCALE", True)
+    q, k, v, s = make_inputs(B, Hq, Hkv, Q, K, D)
+    check_against_naive(q * 3, k, v, s * 4, w)
