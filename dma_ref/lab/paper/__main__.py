@@ -1,0 +1,62 @@
+"""Run the paper experiments and record them under ``figures/paper/``.
+
+    python -m dma_ref.lab.paper all              # perplexity, passkey, mqar (about an hour, 2 cores)
+    python -m dma_ref.lab.paper passkey --resume # skip the methods already recorded
+    python -m dma_ref.lab.paper all --smoke --out /tmp/paper   # a seconds-long slice (CI)
+    python -m dma_ref.lab.paper all --figures-only               # redraw from the records
+
+Each experiment writes ``<name>.json`` (config, seed, versions, wall time, results per method)
+and its figures (``<name>*.png``) in ``--out`` (default ``figures/paper``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from . import mqar, passkey, perplexity
+from .records import PAPER_DIR, load_record
+
+EXPERIMENTS = {"perplexity": perplexity, "passkey": passkey, "mqar": mqar}
+DEFAULTS = {"perplexity": perplexity.PerplexityConfig, "passkey": passkey.PasskeyConfig,
+            "mqar": mqar.MQARGrid}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(prog="python -m dma_ref.lab.paper", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("experiment", choices=[*EXPERIMENTS, "all"])
+    p.add_argument("--resume", action="store_true",
+                   help="keep the methods already recorded with the same config")
+    p.add_argument("--smoke", action="store_true", help="tiny sizes: checks the pipeline only")
+    p.add_argument("--out", type=Path, default=PAPER_DIR)
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (1 avoids oversubscription when other jobs share the cores)")
+    p.add_argument("--no-figures", action="store_true")
+    p.add_argument("--figures-only", action="store_true",
+                   help="redraw the figures from the records in --out; train nothing")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    names = list(EXPERIMENTS) if args.experiment == "all" else [args.experiment]
+    summary = {}
+    for name in names:
+        mod = EXPERIMENTS[name]
+        cfg = mod.smoke_config() if args.smoke else DEFAULTS[name]()
+        record = (load_record(name, args.out) if args.figures_only else
+                  mod.run(cfg, out=args.out, resume=args.resume, progress=not args.no_progress))
+        if not args.no_figures:
+            from ...viz.paper import save_experiment_figures
+            save_experiment_figures(name, record, args.out)
+        summary[name] = {"wall_seconds": round(record["wall_seconds"], 1),
+                         "methods": sorted(record["results"])}
+    print(json.dumps(summary))
+    return summary
+
+
+if __name__ == "__main__":
+    main()

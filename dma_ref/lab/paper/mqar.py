@@ -1,0 +1,88 @@
+"""The MQAR grid (the paper's Fig. 6 in spirit): the five methods on the lab's MQAR recipe
+(``dma_ref.lab.train.TrainConfig``: Zoology-style pairs, queries in the second half, a mix of
+lengths every step, short convolution, window curriculum) across sequence lengths N, pair
+counts P = N/8 (the recipe's N/16 doubled; the paper's Fig. 6 goes to N/4), windows below and at P (w < P: no method with w keys can keep every pair; w >= P:
+it can) and two model widths. MHA and MLA keep every key, so they are trained once per (N,
+width). Accuracy: the share of held-out queries answered right (chance 2/V).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from ..train import TrainConfig, train
+from .records import METHODS, save_record, start_record
+
+WINDOWLESS = ("mha", "mla")
+
+
+@dataclass
+class MQARGrid:
+    seq_lens: tuple[int, ...] = (128, 256)
+    pairs_divisor: int = 8                     # P = N / pairs_divisor
+    window_fractions: tuple[float, ...] = (0.5, 1.0)   # w = P * f: w < P and w = P
+    widths: tuple[int, ...] = (32, 64)
+    train: dict = field(default_factory=lambda: {"steps": 250, "batch_size": 16,
+                                                 "mix_divisors": (2,), "window_hold": 100,
+                                                 "window_anneal": 60, "eval_every": 50,
+                                                 "eval_size": 128})
+    seed: int = 0
+
+
+SMOKE = {"seq_lens": (32,), "widths": (16,), "window_fractions": (0.5,),
+         "train": {"steps": 4, "batch_size": 4, "window_hold": 1, "window_anneal": 1,
+                   "eval_every": 2, "eval_size": 8, "mix_divisors": (2,)}}
+
+
+def cells(grid: MQARGrid, methods=METHODS) -> list[dict]:
+    """Every run of the grid: ``{"key", "attn", "seq_len", "pairs", "window", "d_model"}``;
+    windowless methods once per (N, width), with the smallest window (unused)."""
+    out = []
+    for N in grid.seq_lens:
+        P = N // grid.pairs_divisor
+        for d in grid.widths:
+            for f in grid.window_fractions:
+                w = max(1, round(P * f))
+                for attn in methods:
+                    if attn in WINDOWLESS and f != grid.window_fractions[0]:
+                        continue
+                    key = f"N{N}_P{P}_d{d}" + ("" if attn in WINDOWLESS else f"_w{w}")
+                    out.append({"key": key, "attn": attn, "seq_len": N, "pairs": P,
+                                "window": w, "d_model": d})
+    return out
+
+
+def train_config(grid: MQARGrid, cell: dict) -> TrainConfig:
+    N = cell["seq_len"]
+    return TrainConfig(**{**grid.train, "attn": cell["attn"], "seq_len": N, "pairs": cell["pairs"],
+                          "query_start": N // 2, "window": cell["window"],
+                          "d_model": cell["d_model"], "seed": grid.seed})
+
+
+def run(grid: MQARGrid, *, methods=METHODS, out: Path | None = None, resume: bool = False,
+        progress: bool = True) -> dict:
+    """Train every cell; ``results[attn][key] = {"accuracy", "seq_len", "pairs", "window",
+    "d_model", "params", "seconds", "curve"}``, saved after each run."""
+    from tqdm.auto import tqdm
+
+    record = start_record("mqar", asdict(grid), grid.seed, out, resume)
+    record["recipe"] = asdict(train_config(grid, cells(grid, methods)[0]))
+    todo = cells(grid, methods)
+    for cell in tqdm(todo, desc="mqar grid", disable=not progress):
+        done = record["results"].setdefault(cell["attn"], {})
+        if cell["key"] in done:
+            continue
+        t0 = time.perf_counter()
+        res = train(train_config(grid, cell), progress=progress, time_every=0)
+        done[cell["key"]] = {**{k: cell[k] for k in ("seq_len", "pairs", "window", "d_model")},
+                             "accuracy": res["accuracy"], "params": res["params"],
+                             "seconds": res["seconds"], "curve": res["curve"]}
+        record["wall_seconds"] += time.perf_counter() - t0
+        save_record(record, out)
+    return record
+
+
+def smoke_config(grid: MQARGrid | None = None) -> MQARGrid:
+    return replace(grid or MQARGrid(), **SMOKE)
