@@ -92,3 +92,26 @@ def test_perplexity_split_is_disjoint():
     assert torch.equal(torch.cat([train, val]), data.long())
     x, y = perplexity.validation_set(val, 5, 32)
     assert torch.equal(x[:, 1:], y[:, :-1]) and x.shape == (5, 32)
+
+
+def test_nb11_checker_fails_on_stub_wrong_and_package(rng):
+    from dma_ref.check import nb11
+    from dma_ref.lab.paper import sizing
+
+    def stub(t, L, n):
+        raise NotImplementedError
+
+    def wrong(t, L, n):                 # forgets that the own block is only read up to t
+        return min(n * L, t + 1)
+
+    def package(t, L, n):
+        return sizing.keys_read("nsa", t, 8 * L)["selected"]
+
+    def right(t, L, n):
+        return t + 1 if t // L + 1 <= n else (n - 1) * L + t % L + 1
+
+    for seed in torch.randint(0, 2**31, (3,), generator=rng).tolist():
+        for fn in (stub, wrong, package):
+            assert not nb11.check_selected_tokens(fn, seed=seed), (fn.__name__, seed)
+        result = nb11.check_selected_tokens(right, seed=seed)
+        assert result and result.seed == seed
