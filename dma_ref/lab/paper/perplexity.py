@@ -34,9 +34,9 @@ class PerplexityConfig:
     n_layers: int = 2
     n_heads: int = 4
     batch_size: int = 8
-    steps: int = 250
+    steps: int = 800
     lr: float = 3e-3
-    eval_every: int = 50
+    eval_every: int = 100
     eval_seqs: int = 64
     held_out: float = 0.1
     seed: int = 0
