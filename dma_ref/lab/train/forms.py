@@ -20,6 +20,7 @@ import argparse
 import json
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -33,11 +34,14 @@ FORMS = ("exp", "log")
 
 
 def run_forms(cfg: TrainConfig, seeds: list[int], device: torch.device | str = "cpu", *,
-              forms: tuple[str, ...] = FORMS, progress: bool = True) -> dict:
+              forms: tuple[str, ...] = FORMS, progress: bool = True,
+              on_run: Callable[[dict], None] | None = None) -> dict:
     """Train DMA with ``cfg`` once per (form, seed). Returns ``{"config", "runs": {"<form>_s<seed>":
     {"form", "seed", "accuracy" (None if diverged), "curve", "loss_curve", "seconds",
-    "diverged_at", "causes"}}}``."""
-    runs = {}
+    "diverged_at", "causes"}}}``; ``on_run(record so far)`` is called after every run (the CLI
+    saves the file then, so that a long series keeps what it finished)."""
+    config = {k: v for k, v in asdict(cfg).items() if k not in ("attn", "form", "seed")}
+    runs: dict[str, dict] = {}
     for form in forms:
         for seed in seeds:
             run_cfg = replace(cfg, attn="dma", form=form, seed=seed)
@@ -51,7 +55,8 @@ def run_forms(cfg: TrainConfig, seeds: list[int], device: torch.device | str = "
                        "diverged_at": err.step, "causes": err.causes}
             runs[f"{form}_s{seed}"] = {"form": form, "seed": seed, **rec,
                                        "seconds": round(time.perf_counter() - t0, 1)}
-    config = {k: v for k, v in asdict(cfg).items() if k not in ("attn", "form", "seed")}
+            if on_run is not None:
+                on_run({"config": config, "runs": runs})
     return {"config": config, "runs": runs}
 
 
@@ -77,15 +82,19 @@ def main(argv: list[str] | None = None) -> dict:
     if opts.device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = False           # fp32 means fp32
     t0 = time.perf_counter()
-    rec = run_forms(cfg, opts.seeds, opts.device, forms=tuple(opts.forms))
     gpu = torch.cuda.get_device_name() if opts.device == "cuda" else None
-    rec = {"what": "DMA on the MQAR recipe, score form exp vs log, per seed",
-           "command": "python -m dma_ref.lab.train.forms " + " ".join(argv or []),
-           "machine": {"gpu": gpu, "cpu": platform.processor() or platform.machine(),
-                       "threads": torch.get_num_threads(), "torch": torch.__version__},
-           "wall_seconds": round(time.perf_counter() - t0, 1), **rec}
     opts.out.parent.mkdir(parents=True, exist_ok=True)
-    opts.out.write_text(json.dumps(rec, indent=1) + "\n")
+
+    def save(partial: dict) -> dict:
+        rec = {"what": "DMA on the MQAR recipe, score form exp vs log, per seed",
+               "command": "python -m dma_ref.lab.train.forms " + " ".join(argv or []),
+               "machine": {"gpu": gpu, "cpu": platform.processor() or platform.machine(),
+                           "threads": torch.get_num_threads(), "torch": torch.__version__},
+               "wall_seconds": round(time.perf_counter() - t0, 1), **partial}
+        opts.out.write_text(json.dumps(rec, indent=1) + "\n")
+        return rec
+
+    rec = save(run_forms(cfg, opts.seeds, opts.device, forms=tuple(opts.forms), on_run=save))
     for name, r in rec["runs"].items():
         print(name, "diverged at step", r["diverged_at"] if r["accuracy"] is None
               else f"accuracy {r['accuracy']:.3f}", f"({r['seconds']} s)")
