@@ -217,7 +217,7 @@ def test_recorded_cpu_comparison():
     # The queries sit beyond the sliding window's reach (2 layers of window w and the conv).
     assert not nb08.reachable_from(cfg["seq_len"], cfg["window"], cfg["n_layers"], cfg["query_start"],
                                    cfg["conv_kernel"])[:2 * cfg["pairs"]].any()
-    assert max(curves["seconds"].values()) < 900, "a few minutes per model on 2 cores"
+    assert set(curves["seconds"]) == {"mha", "swa", "dma"} and curves["steps_run"]["dma"] == cfg["steps"]
     assert (FIGURES / "mqar" / "comparison_n256.png").exists()
 
 
