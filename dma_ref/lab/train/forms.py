@@ -96,8 +96,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     rec = save(run_forms(cfg, opts.seeds, opts.device, forms=tuple(opts.forms), on_run=save))
     for name, r in rec["runs"].items():
-        print(name, "diverged at step", r["diverged_at"] if r["accuracy"] is None
-              else f"accuracy {r['accuracy']:.3f}", f"({r['seconds']} s)")
+        outcome = (f"diverged at step {r['diverged_at']}" if r["accuracy"] is None
+                   else f"accuracy {r['accuracy']:.3f}")
+        print(name, outcome, f"({r['seconds']} s)")
     return rec
 
 
