@@ -214,6 +214,10 @@ def scores_package(v, delta, A):
     return dma_ref.dma_scores(v, delta, A)
 
 
+def kept_keys_package(s, window, p):
+    return dma_ref.dma_mask(s[None, None], window)[0, 0, p].nonzero().flatten().tolist()
+
+
 def row_mask_package(s, window):
     return dma_ref.dma_mask(s, window)
 
@@ -229,7 +233,8 @@ def naive_dma_package(q, k, v, s, window, mode):
 
 CASES = [
     (nb00.check_sliding_window, sliding_window_ok, [sliding_window_off_by_one]),
-    (nb00.check_kept_keys, kept_keys_ok, [kept_keys_topk, kept_keys_not_causal]),
+    (nb00.check_kept_keys, kept_keys_ok, [kept_keys_topk, kept_keys_not_causal,
+                                                kept_keys_package]),
     (nb01.check_stable_softmax, stable_softmax_ok, [softmax_naive, softmax_library, softmax_special,
                                                      softmax_from_log_softmax]),
     (nb01.check_causal_mask, causal_mask_ok, [causal_mask_top_left]),

@@ -139,12 +139,24 @@ def ds_rows_only(ds, dS, idx):
     return ds
 
 
+def union_size_package(e, p_min, p_max):
+    from dma_ref import tiling
+    return len(tiling.union_keys(e, p_min, p_max))
+
+
+def union_lists_package(e, block_m, Q):
+    from dma_ref import tiling
+    return tiling.union_index_lists(e, block_m, Q)
+
+
 CASES = [
     (nb04.check_online_softmax_update, update_ok,
      [update_no_rescale, update_nan_on_masked_rows, update_tile_max_only]),
-    (nb04.check_union_size, union_size_ok, [union_size_no_admission_test, union_size_last_row]),
+    (nb04.check_union_size, union_size_ok, [union_size_no_admission_test, union_size_last_row,
+                                                  union_size_package]),
     (nb05.check_keep_test, keep_ok, [keep_top_left, keep_causal_only, keep_inclusive_end]),
-    (nb05.check_union_lists, union_lists_ok, [union_lists_no_leading_zero, union_lists_top_left]),
+    (nb05.check_union_lists, union_lists_ok, [union_lists_no_leading_zero, union_lists_top_left,
+                                                    union_lists_package]),
     (nb06.check_dS, dS_ok, [dS_without_delta, dS_delta_from_tile]),
     (nb06.check_ds_accumulate, ds_accumulate_ok, [ds_assign, ds_rows_only]),
 ]
