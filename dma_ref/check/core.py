@@ -1,4 +1,9 @@
-"""The machinery shared by the exercise checkers: results, seeds, messages, forbidden calls.
+"""The machinery shared by the exercise checkers: results, points, seeds, messages, forbidden calls.
+
+Each checker is declared with ``@exercise(points=n)``: its :class:`Result` carries ``points``
+(``n`` when solved, else 0) and ``max_points``. When the environment variable named by
+``GRADE_LOG_ENV`` holds a path (``python -m dma_ref.grade`` sets it), every verdict is also appended
+to that file as one JSON line, which is how the grader collects a notebook's results.
 
 Every checker draws its random inputs from one seed, reported in its verdict: pass it back
 (``check_x(fn, seed=...)``) to replay exactly the inputs of a failure. Without ``seed=`` the seed
@@ -9,12 +14,20 @@ before the call, as the tests do, makes a run reproducible too.
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import functools
+import json
+import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 
 _MISSING = object()
+GRADE_LOG_ENV = "DMA_REF_GRADE_LOG"
+# (exercise id, points) of the checker running now; run_checks reads it to score its verdict.
+_ACTIVE: contextvars.ContextVar[tuple[str, int] | None] = contextvars.ContextVar(
+    "dma_ref_active_exercise", default=None)
 
 
 def resolve_seed(seed: int | None) -> int:
@@ -61,13 +74,48 @@ class Result:
     passed: bool
     message: str
     seed: int | None = None
+    points: int = 0
+    max_points: int = 0
+    exercise: str = ""
 
     def __bool__(self) -> bool:
         return self.passed
 
     def __repr__(self) -> str:
         seed = "" if self.seed is None else f" [seed={self.seed}]"
-        return f"{self.name}: {'PASSED' if self.passed else 'NOT YET'} - {self.message}{seed}"
+        score = f" ({self.points}/{self.max_points} points)" if self.max_points else ""
+        return (f"{self.name}: {'PASSED' if self.passed else 'NOT YET'}{score} - "
+                f"{self.message}{seed}")
+
+
+def exercise(points: int) -> Callable[[Callable[..., Result]], Callable[..., Result]]:
+    """Declare a checker worth ``points`` (an int >= 1): its Result is scored, and recorded for
+    the grader under the id ``"<module>.<checker>"`` (e.g. ``"nb02.check_row_mask"``)."""
+    if not isinstance(points, int) or isinstance(points, bool) or points < 1:
+        raise ValueError(f"points must be an int >= 1, got {points!r}")
+
+    def declare(check: Callable[..., Result]) -> Callable[..., Result]:
+        exercise_id = f"{check.__module__.rsplit('.', 1)[-1]}.{check.__name__}"
+
+        @functools.wraps(check)
+        def scored(*args, **kwargs) -> Result:
+            token = _ACTIVE.set((exercise_id, points))
+            try:
+                return check(*args, **kwargs)
+            finally:
+                _ACTIVE.reset(token)
+        scored.points = points
+        scored.exercise_id = exercise_id
+        return scored
+    return declare
+
+
+def record(result: Result) -> None:
+    """Append ``result`` as one JSON line to the file named by ``$DMA_REF_GRADE_LOG``, if set."""
+    path = os.environ.get(GRADE_LOG_ENV)
+    if path:
+        with open(path, "a", encoding="utf-8") as log:
+            log.write(json.dumps(asdict(result)) + "\n")
 
 
 def run_checks(name: str, trials: Callable[[], None], *, strict: bool = False, quiet: bool = False,
@@ -86,6 +134,11 @@ def run_checks(name: str, trials: Callable[[], None], *, strict: bool = False, q
     # Any wrong answer or crash of the learner's code is "not yet", not an error of the notebook.
     except Exception as err:  # noqa: BLE001
         result = Result(name, False, f"{type(err).__name__}: {err}", seed)
+    active = _ACTIVE.get()
+    if active is not None:
+        result.exercise, result.max_points = active
+        result.points = result.max_points if result.passed else 0
+    record(result)
     if not quiet:
         print(repr(result))
     if strict and not result.passed:

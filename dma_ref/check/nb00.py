@@ -12,7 +12,15 @@ import torch
 
 from .. import mask as mask_mod
 from ..mask import dma_mask
-from .core import Result, expect_tensor, forbid_package, generator, resolve_seed, run_checks
+from .core import (
+    Result,
+    exercise,
+    expect_tensor,
+    forbid_package,
+    generator,
+    resolve_seed,
+    run_checks,
+)
 
 
 def reference_sliding_window(N: int, window: int) -> torch.Tensor:
@@ -22,6 +30,7 @@ def reference_sliding_window(N: int, window: int) -> torch.Tensor:
     return (j <= p) & (j > p - window)
 
 
+@exercise(points=1)
 def check_sliding_window(fn: Callable[[int, int], torch.Tensor], strict: bool = False, *,
                          seed: int | None = None) -> Result:
     """``fn(N, window) -> bool [N, N]``: True where query p keeps key j (the w most recent keys)."""
@@ -43,6 +52,7 @@ def check_sliding_window(fn: Callable[[int, int], torch.Tensor], strict: bool = 
     return run_checks("sliding window mask", trials, strict=strict, seed=seed)
 
 
+@exercise(points=2)
 def check_kept_keys(fn: Callable[[torch.Tensor, int, int], object], strict: bool = False, *,
                     seed: int | None = None) -> Result:
     """``fn(s, window, p) -> the keys query p keeps`` in DMA row mode (causal), ascending.

@@ -8,7 +8,16 @@ import torch
 import torch.nn.functional as F
 
 from ..dense import causal_mask, dense_attention
-from .core import Result, context, expect_tensor, forbid, generator, resolve_seed, run_checks
+from .core import (
+    Result,
+    context,
+    exercise,
+    expect_tensor,
+    forbid,
+    generator,
+    resolve_seed,
+    run_checks,
+)
 
 
 def _softmax_forbidden():
@@ -19,6 +28,7 @@ def _softmax_forbidden():
                   (torch.Tensor, "log_softmax"), (torch.special, "log_softmax"))
 
 
+@exercise(points=1)
 def check_stable_softmax(fn: Callable[[torch.Tensor], torch.Tensor], strict: bool = False, *,
                          seed: int | None = None) -> Result:
     """``fn(x) -> softmax of x over its last dim``, same shape and dtype, stable for huge logits.
@@ -53,6 +63,7 @@ def check_stable_softmax(fn: Callable[[torch.Tensor], torch.Tensor], strict: boo
     return run_checks("stable softmax", trials, strict=strict, seed=seed)
 
 
+@exercise(points=1)
 def check_causal_mask(fn: Callable[[int, int], torch.Tensor], strict: bool = False, *,
                       seed: int | None = None) -> Result:
     """``fn(Q, K) -> bool [Q, K]``, True where query row i (position ``K - Q + i``) may see key
@@ -75,6 +86,7 @@ def check_causal_mask(fn: Callable[[int, int], torch.Tensor], strict: bool = Fal
     return run_checks("causal mask for Q <= K", trials, strict=strict, seed=seed)
 
 
+@exercise(points=2)
 def check_gqa_attention(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
                         strict: bool = False, *, seed: int | None = None) -> Result:
     """``fn(q, k, v) -> o``: non-causal softmax attention with GQA, scale ``D**-0.5``.

@@ -16,6 +16,7 @@ from ..scores import dma_scores
 from .core import (
     Result,
     context,
+    exercise,
     expect_tensor,
     forbid_package,
     generator,
@@ -36,6 +37,7 @@ def _score_cases(g: torch.Generator):
     yield torch.randn(2, 1, 31, generator=g).to(torch.bfloat16).float()  # bf16 rounding ties
 
 
+@exercise(points=1)
 def check_scores(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
                  strict: bool = False, *, seed: int | None = None) -> Result:
     """``fn(v, delta, A) -> s``: paper Eq. 3, ``s = exp(A * softplus(x))``.
@@ -60,6 +62,7 @@ def check_scores(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.
     return run_checks("scores from values", trials, strict=strict, seed=seed)
 
 
+@exercise(points=2)
 def check_row_mask(fn: Callable[[torch.Tensor, int], torch.Tensor], strict: bool = False, *,
                    seed: int | None = None) -> Result:
     """``fn(s, window) -> bool [B, Hkv, K, K]``: causal row mode, query p keeps the
@@ -87,6 +90,7 @@ def check_row_mask(fn: Callable[[torch.Tensor, int], torch.Tensor], strict: bool
     return run_checks("row-mode mask with the tie rule", trials, strict=strict, seed=seed)
 
 
+@exercise(points=3)
 def check_lifetimes(fn: Callable[[torch.Tensor, int], torch.Tensor], strict: bool = False, *,
                     seed: int | None = None) -> Result:
     """``fn(s, window) -> int64 [B, Hkv, K]``: ``e_j`` with ``keep(p, j) <=> j <= p < e_j``

@@ -13,6 +13,7 @@ from ..naive import naive_dma_attention
 from .core import (
     Result,
     context,
+    exercise,
     expect_tensor,
     forbid_package,
     generator,
@@ -30,6 +31,7 @@ CONFIGS = [  # (B, Hq, Hkv, Q, K, D, window, mode)
 ]
 
 
+@exercise(points=2)
 def check_naive_dma(fn: Callable[..., torch.Tensor], strict: bool = False, *,
                     seed: int | None = None) -> Result:
     """``fn(q, k, v, s, window, mode) -> o``: causal DMA, scale ``D**-0.5``; GQA; Q <= K;
@@ -59,6 +61,7 @@ def check_naive_dma(fn: Callable[..., torch.Tensor], strict: bool = False, *,
     return run_checks("naive DMA from dense pieces", trials, strict=strict, seed=seed)
 
 
+@exercise(points=2)
 def check_dead_keys(fn: Callable[[torch.Tensor, int, str], torch.Tensor], strict: bool = False, *,
                     seed: int | None = None) -> Result:
     """``fn(s, window, mode) -> bool [B, Hkv, K]``: True for keys whose dk and dv rows are exactly
@@ -85,6 +88,7 @@ def check_dead_keys(fn: Callable[[torch.Tensor, int, str], torch.Tensor], strict
     return run_checks("keys with no gradient", trials, strict=strict, seed=seed)
 
 
+@exercise(points=2)
 def check_score_grad(fn: Callable[[torch.Tensor, int], torch.Tensor], strict: bool = False, *,
                      seed: int | None = None) -> Result:
     """``fn(dlogits, Hkv) -> ds``: dlogits ``[B, Hq, Q, K]`` is the gradient of the loss with

@@ -11,9 +11,10 @@ import torch
 from .. import tiling as tiling_mod
 from ..lifetimes import key_lifetimes, mask_from_lifetimes
 from ..tiling import online_softmax_finish, online_softmax_init, online_softmax_update
-from .core import Result, context, forbid, generator, resolve_seed, run_checks
+from .core import Result, context, exercise, forbid, generator, resolve_seed, run_checks
 
 
+@exercise(points=3)
 def check_online_softmax_update(fn: Callable[..., tuple], strict: bool = False, *,
                                 seed: int | None = None) -> Result:
     """``fn(m, l, acc, x, v) -> (m, l, acc)``: one tile of online softmax.
@@ -57,6 +58,7 @@ def check_online_softmax_update(fn: Callable[..., tuple], strict: bool = False, 
     return run_checks("online softmax update", trials, strict=strict, seed=seed)
 
 
+@exercise(points=2)
 def check_union_size(fn: Callable[[torch.Tensor, int, int], int], strict: bool = False, *,
                      seed: int | None = None) -> Result:
     """``fn(e, p_min, p_max) -> int``: how many distinct keys the query positions

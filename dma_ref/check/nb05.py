@@ -12,9 +12,10 @@ from ..lifetimes import key_lifetimes
 from ..mask import dma_mask
 from ..numerics import cdiv
 from ..tiling import block_positions, union_keys
-from .core import Result, expect_tensor, forbid, generator, resolve_seed, run_checks
+from .core import Result, exercise, expect_tensor, forbid, generator, resolve_seed, run_checks
 
 
+@exercise(points=2)
 def check_keep_test(fn: Callable[..., torch.Tensor], strict: bool = False, *,
                     seed: int | None = None) -> Result:
     """``fn(i, j, e_j, Q, K) -> bool [BM, BN]``: does query row ``i`` keep gathered key ``j``?
@@ -50,6 +51,7 @@ def check_keep_test(fn: Callable[..., torch.Tensor], strict: bool = False, *,
     return run_checks("keep test of a gathered tile", trials, strict=strict, seed=seed)
 
 
+@exercise(points=3)
 def check_union_lists(fn: Callable[..., tuple], strict: bool = False, *,
                       seed: int | None = None) -> Result:
     """``fn(e, block_m, Q) -> (offsets, indices)``: the unions of all query blocks in CSR form.

@@ -7,9 +7,10 @@ from collections.abc import Callable
 
 import torch
 
-from .core import Result, context, expect_tensor, generator, resolve_seed, run_checks
+from .core import Result, context, exercise, expect_tensor, generator, resolve_seed, run_checks
 
 
+@exercise(points=2)
 def check_dS(fn: Callable[..., torch.Tensor], strict: bool = False, *,
              seed: int | None = None) -> Result:
     """``fn(P, dP, o, dO) -> dS``: the logit gradient of one key chunk of a tiled backward.
@@ -40,6 +41,7 @@ def check_dS(fn: Callable[..., torch.Tensor], strict: bool = False, *,
     return run_checks("dS of a gathered tile", trials, strict=strict, seed=seed)
 
 
+@exercise(points=2)
 def check_ds_accumulate(fn: Callable[..., torch.Tensor], strict: bool = False, *,
                         seed: int | None = None) -> Result:
     """``fn(ds, dS, idx) -> ds``: add one tile's contribution to the score gradient.

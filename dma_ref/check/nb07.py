@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 
 from .. import flops
-from .core import Result, generator, resolve_seed, run_checks
+from .core import Result, exercise, generator, resolve_seed, run_checks
 
 
 def _random_cases(n: int, lo: int, hi: int, g: torch.Generator) -> list[int]:
@@ -19,6 +19,7 @@ def _expect_whole(got: object) -> None:
     assert isinstance(got, int) or float(got).is_integer(), f"return a whole number, got {got!r}"
 
 
+@exercise(points=1)
 def check_causal_flops(fn: Callable[[int, int, int], int], strict: bool = False, *,
                        seed: int | None = None) -> Result:
     """``fn(N, D, H) -> int``: forward matrix FLOPs of causal attention (Q = K = N, one batch).
@@ -49,6 +50,7 @@ def check_causal_flops(fn: Callable[[int, int, int], int], strict: bool = False,
     return run_checks("FLOPs of causal attention", trials, strict=strict, seed=seed)
 
 
+@exercise(points=2)
 def check_crossover(fn: Callable[[int, int], int], strict: bool = False, *,
                     seed: int | None = None) -> Result:
     """``fn(w, BM) -> int``: the smallest N with ``N·(w + BM) <= N (N + 1) / 4``, i.e. the first

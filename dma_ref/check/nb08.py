@@ -9,9 +9,10 @@ import torch
 
 from ..lab.tasks import IGNORE
 from ..mask import sliding_window_mask
-from .core import Result, generator, resolve_seed, run_checks
+from .core import Result, exercise, generator, resolve_seed, run_checks
 
 
+@exercise(points=1)
 def check_query_accuracy(fn: Callable[[torch.Tensor, torch.Tensor], float],
                          strict: bool = False, *,
                          seed: int | None = None) -> Result:
@@ -57,6 +58,7 @@ def reachable_from(N: int, window: int, n_layers: int, p: int, conv_kernel: int 
     return reach
 
 
+@exercise(points=2)
 def check_first_blind_query(fn: Callable[[int, int, int], int], strict: bool = False, *,
                             seed: int | None = None) -> Result:
     """``fn(num_pairs, window, n_layers) -> int``: the smallest position p such that a model of

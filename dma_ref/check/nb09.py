@@ -9,9 +9,10 @@ import torch
 
 from ..lab.tasks import ROLE_QUERY, ROLE_VALUE
 from ..lifetimes import key_lifetimes
-from .core import Result, expect_tensor, generator, resolve_seed, run_checks
+from .core import Result, exercise, expect_tensor, generator, resolve_seed, run_checks
 
 
+@exercise(points=1)
 def check_pair_attention(fn: Callable[[torch.Tensor, torch.Tensor], float],
                          strict: bool = False, *,
                          seed: int | None = None) -> Result:
@@ -35,6 +36,7 @@ def check_pair_attention(fn: Callable[[torch.Tensor, torch.Tensor], float],
     return run_checks("attention on pair tokens at the queries", trials, strict=strict, seed=seed)
 
 
+@exercise(points=2)
 def check_survivors(fn: Callable[[torch.Tensor, int], torch.Tensor], strict: bool = False, *,
                     seed: int | None = None) -> Result:
     """``fn(s [K], window) -> bool [K]``: True for the keys kept by the last query (row mode,

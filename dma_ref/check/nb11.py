@@ -8,9 +8,10 @@ import torch
 
 from ..lab.paper import sizing
 from ..nn.nsa import NSASizes, select_blocks, selected_keys
-from .core import Result, forbid, generator, resolve_seed, run_checks
+from .core import Result, exercise, forbid, generator, resolve_seed, run_checks
 
 
+@exercise(points=2)
 def check_selected_tokens(fn: Callable[[int, int, int], int], strict: bool = False, *,
                           seed: int | None = None) -> Result:
     """``fn(t, select_block, n_select) -> int``: the number of keys NSA's selected branch reads

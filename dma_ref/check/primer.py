@@ -15,7 +15,7 @@ import torch
 
 from ..lifetimes import key_lifetimes
 from ..numerics import cdiv, next_pow2
-from .core import Result, generator, resolve_seed, run_checks
+from .core import Result, exercise, generator, resolve_seed, run_checks
 from .triton_run import expect_close, guarded, launch, output
 
 F32 = torch.float32
@@ -93,6 +93,7 @@ def randn(g: torch.Generator, *shape: int, magnitude: float = 1.0) -> torch.Tens
     return torch.randn(*shape, generator=g, dtype=torch.float64) * magnitude
 
 
+@exercise(points=1)
 def check_scale_add(kernel, strict: bool = False, *, seed: int | None = None) -> Result:
     """``kernel(x_ptr, y_ptr, z_ptr, a, N, BLOCK: tl.constexpr)``, grid ``(cdiv(N, BLOCK),)``."""
     seed = resolve_seed(seed)
@@ -111,6 +112,7 @@ def check_scale_add(kernel, strict: bool = False, *, seed: int | None = None) ->
     return run_checks("puzzle 1: scale and add", trials, strict=strict, seed=seed)
 
 
+@exercise(points=1)
 def check_add_row(kernel, strict: bool = False, *, seed: int | None = None) -> Result:
     """``kernel(x_ptr, b_ptr, z_ptr, M, N, stride_xm, stride_xn, stride_zm, stride_zn,
     BM: tl.constexpr, BN: tl.constexpr)``, grid ``(cdiv(M, BM), cdiv(N, BN))``."""
@@ -133,6 +135,7 @@ def check_add_row(kernel, strict: bool = False, *, seed: int | None = None) -> R
                       seed=seed)
 
 
+@exercise(points=2)
 def check_row_sums(kernel, strict: bool = False, *, seed: int | None = None) -> Result:
     """``kernel(x_ptr, z_ptr, M, N, stride_xm, stride_xn, BM: tl.constexpr,
     BN: tl.constexpr)``, grid ``(cdiv(M, BM),)``: a loop over the row in tiles of BN columns."""
@@ -153,6 +156,7 @@ def check_row_sums(kernel, strict: bool = False, *, seed: int | None = None) -> 
     return run_checks("puzzle 3: row sums of long rows", trials, strict=strict, seed=seed)
 
 
+@exercise(points=2)
 def check_row_softmax(kernel, strict: bool = False, *, seed: int | None = None) -> Result:
     """``kernel(x_ptr, z_ptr, M, N, stride_xm, stride_xn, stride_zm, stride_zn,
     BM: tl.constexpr, BN: tl.constexpr)``, grid ``(cdiv(M, BM),)``, ``BN = next_pow2(N)``.
@@ -179,6 +183,7 @@ def check_row_softmax(kernel, strict: bool = False, *, seed: int | None = None) 
     return run_checks("puzzle 4: row softmax", trials, strict=strict, seed=seed)
 
 
+@exercise(points=2)
 def check_matmul(kernel, strict: bool = False, *, seed: int | None = None) -> Result:
     """``kernel(x_ptr, y_ptr, z_ptr, M, N, K, stride_xm, stride_xk, stride_yk, stride_yn,
     stride_zm, stride_zn, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr)``, grid
@@ -202,6 +207,7 @@ def check_matmul(kernel, strict: bool = False, *, seed: int | None = None) -> Re
     return run_checks("puzzle 5: a tiled matmul with tl.dot", trials, strict=strict, seed=seed)
 
 
+@exercise(points=2)
 def check_causal_logits(kernel, strict: bool = False, *, seed: int | None = None) -> Result:
     """``kernel(q_ptr, k_ptr, s_ptr, z_ptr, Q, K, scale, stride_qm, stride_qd, stride_km,
     stride_kd, stride_zm, stride_zn, D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr)``,
@@ -242,6 +248,7 @@ def dma_case(g: torch.Generator, Q: int, K: int, w: int, n: int, D: int = 16):
 DMA_CASES = [(20, 37, 5, 30), (33, 33, 4, 33), (7, 50, 12, 21)]      # Q, K, w, n
 
 
+@exercise(points=2)
 def check_gathered_logits(kernel, strict: bool = False, *, seed: int | None = None) -> Result:
     """``kernel(q_ptr, k_ptr, s_ptr, e_ptr, idx_ptr, z_ptr, Q, K, n, scale, stride_qm,
     stride_km, stride_zm, D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr)``, grid
@@ -268,6 +275,7 @@ def check_gathered_logits(kernel, strict: bool = False, *, seed: int | None = No
                       seed=seed)
 
 
+@exercise(points=3)
 def check_gathered_attention(kernel, strict: bool = False, *, seed: int | None = None) -> Result:
     """``kernel(q_ptr, k_ptr, v_ptr, s_ptr, e_ptr, idx_ptr, o_ptr, lse_ptr, Q, K, n, scale,
     stride_qm, stride_km, stride_vm, stride_om, D: tl.constexpr, BM: tl.constexpr,
