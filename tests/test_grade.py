@@ -1,0 +1,87 @@
+"""The grader: executes submissions, scores each exercise from the checkers' verdicts, writes JSON
+and CSV, and survives a notebook that raises. Small synthetic notebooks keep it fast."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import nbformat
+import pytest
+
+from dma_ref import grade
+
+STUB = "    raise NotImplementedError\n"
+FLOPS_OK = "    return 4 * D * H * N * (N + 1) // 2\n"
+CROSSOVER_OK = "    return 4 * (w + BM) - 1\n"
+CROSSOVER_WRONG = "    return 4 * (w + BM)\n"               # off by one: no points
+FLOPS_BYPASS = ("    import dma_ref.check.core as core\n"   # prints a fake verdict: no points
+                "    print('FLOPs of causal attention: PASSED (1/1 points)')\n"
+                "    raise NotImplementedError\n")
+
+
+def notebook(flops: str, crossover: str, *, raises: bool = False, keep_checks: bool = True):
+    cells = ["from dma_ref.check import nb07 as check07",
+             f"def causal_attention_flops(N, D, H):\n{flops}",
+             "check07.check_causal_flops(causal_attention_flops);" if keep_checks else "pass"]
+    if raises:
+        cells.append("raise RuntimeError('a cell of the student that fails')")
+    cells += [f"def crossover_length(w, BM):\n{crossover}",
+              "check07.check_crossover(crossover_length);" if keep_checks else "pass"]
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(src, id=f"cell-{i:03d}") for i, src in enumerate(cells)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    return nb
+
+
+@pytest.fixture
+def class_folder(tmp_path):
+    """A class: solved, unsolved, half right with a failing cell, and one that deleted its
+    checker cells; the course's own copy as the reference."""
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    nbformat.write(notebook(STUB, STUB), reference / "07_perf.ipynb")
+    subs = {"alice": notebook(FLOPS_OK, CROSSOVER_OK),
+            "bob": notebook(STUB, STUB),
+            "carol": notebook(FLOPS_OK, CROSSOVER_WRONG, raises=True),
+            "dave": notebook(FLOPS_BYPASS, CROSSOVER_OK, keep_checks=False)}
+    root = tmp_path / "class"
+    for student, nb in subs.items():
+        (root / student).mkdir(parents=True)
+        nbformat.write(nb, root / student / "07_perf.ipynb")
+    return root, reference
+
+
+def test_find_exercises_reads_the_checker_calls_and_their_points():
+    found = grade.find_exercises(notebook(STUB, STUB))
+    assert found == [("nb07.check_causal_flops", 1), ("nb07.check_crossover", 2)]
+
+
+def test_a_class_is_scored_per_exercise(class_folder, tmp_path):
+    root, reference = class_folder
+    out = tmp_path / "grades"
+    doc = grade.grade(root, out, reference=reference, timeout=120, progress=False)
+    totals = {name: (s["points"], s["max_points"]) for name, s in doc["students"].items()}
+    assert totals == {"alice": (3, 3), "bob": (0, 3), "carol": (1, 3), "dave": (0, 3)}
+    carol = doc["students"]["carol"]["notebooks"]["07_perf.ipynb"]
+    assert any("RuntimeError" in e for e in carol["errors"])          # reported, and graded on
+    assert [e["passed"] for e in carol["exercises"]] == [True, False]
+    bob = doc["students"]["bob"]["notebooks"]["07_perf.ipynb"]["exercises"]
+    assert all("not attempted" in e["message"] for e in bob)
+    assert json.loads((out / "grades.json").read_text()) == doc
+    rows = list(csv.DictReader((out / "grades.csv").read_text().splitlines()))
+    assert len(rows) == 4 * 2 + 4                                   # student x exercise, + totals
+    alice = {r["exercise"]: (r["points"], r["max_points"]) for r in rows if r["student"] == "alice"}
+    assert alice == {"nb07.check_causal_flops": ("1", "1"), "nb07.check_crossover": ("2", "2"),
+                     "TOTAL": ("3", "3")}
+
+
+def test_a_single_notebook_and_bad_paths(tmp_path):
+    path = tmp_path / "solo.ipynb"
+    nbformat.write(notebook(FLOPS_OK, STUB), path)
+    doc = grade.grade(path, tmp_path / "out", reference=None, timeout=120, progress=False)
+    assert doc["students"]["solo"]["points"] == 1 and doc["students"]["solo"]["max_points"] == 3
+    with pytest.raises(ValueError, match="PATH"):
+        grade.submissions(tmp_path / "missing")
+    with pytest.raises(ValueError, match="no notebook"):
+        grade.grade(tmp_path / "out", tmp_path / "out2", progress=False)
