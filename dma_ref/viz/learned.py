@@ -235,6 +235,7 @@ def plot_head_statistics(stats: list[dict]):
     ax2.set_ylabel("attention on pair tokens\n(at query positions)")
     ax2.set_ylim(0, 1)
     ax2.tick_params(axis="x", labelsize=7, rotation=45)
+    fig.tight_layout()
     return fig
 
 
