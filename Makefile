@@ -19,11 +19,12 @@ NB ?=
 # make test PYTEST_ARGS="-k mask -x"  passes extra options to pytest.
 PYTEST_ARGS ?=
 
-.PHONY: help notebooks test install chromium lint
+.PHONY: help notebooks test install chromium lint site
 
 help:
 	@echo "make notebooks   execute every notebook on the CPU (executed/, figures/, timing table)"
 	@echo "make test        lint (ruff), then unit, property, kernel, browser and notebook (nbval) tests"
+	@echo "make site        the website of the executed series in build/site (mkdocs; not in CI)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +40,12 @@ install: $(STAMP)
 # notebooks' inline plots must stay.
 notebooks: $(STAMP)
 	CUDA_VISIBLE_DEVICES="" $(PY) scripts/run_notebooks.py $(NB)
+
+# The website: execute the series, then mkdocs over the executed copies (the site extra is
+# installed on demand; not part of CI). Open build/site/index.html.
+site: notebooks
+	$(PY) -m pip install --quiet -e '.[dev,site]'
+	$(PY) scripts/build_site.py
 
 # The browser test needs Debian's chromium (never `playwright install`); about 20 s to install.
 # Outside CI a failed install only warns (the browser test is then skipped); in CI it fails.

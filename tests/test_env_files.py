@@ -55,6 +55,9 @@ def test_pip_pins_equal_pyproject_pins():
     wanted_dev = pins(project["optional-dependencies"]["dev"], "pyproject dev extra")
     assert not set(wanted) & set(wanted_dev), "a package is both a dependency and a dev extra"
     wanted.update(wanted_dev)
+    wanted_site = pins(project["optional-dependencies"]["site"], "pyproject site extra")
+    assert not set(wanted) & set(wanted_site), "a package is both in the site extra and elsewhere"
+    wanted.update(wanted_site)
 
     _, pip = split_environment(environment())
     editable = [line for line in pip if line.startswith("-e")]
