@@ -21,7 +21,7 @@ FLOPS_BYPASS = ("    import dma_ref.check.core as core\n"   # prints a fake verd
 
 
 def notebook(flops: str, crossover: str, *, raises: bool = False, keep_checks: bool = True):
-    cells = ["from dma_ref.check import nb07 as check07",
+    cells = ["from dma_ref.check import nb08 as check07",
              f"def causal_attention_flops(N, D, H):\n{flops}",
              "check07.check_causal_flops(causal_attention_flops);" if keep_checks else "pass"]
     if raises:
@@ -40,7 +40,7 @@ def class_folder(tmp_path):
     checker cells; the course's own copy as the reference."""
     reference = tmp_path / "reference"
     reference.mkdir()
-    nbformat.write(notebook(STUB, STUB), reference / "07_perf.ipynb")
+    nbformat.write(notebook(STUB, STUB), reference / "08_perf.ipynb")
     subs = {"alice": notebook(FLOPS_OK, CROSSOVER_OK),
             "bob": notebook(STUB, STUB),
             "carol": notebook(FLOPS_OK, CROSSOVER_WRONG, raises=True),
@@ -48,13 +48,13 @@ def class_folder(tmp_path):
     root = tmp_path / "class"
     for student, nb in subs.items():
         (root / student).mkdir(parents=True)
-        nbformat.write(nb, root / student / "07_perf.ipynb")
+        nbformat.write(nb, root / student / "08_perf.ipynb")
     return root, reference
 
 
 def test_find_exercises_reads_the_checker_calls_and_their_points():
     found = grade.find_exercises(notebook(STUB, STUB))
-    assert found == [("nb07.check_causal_flops", 1), ("nb07.check_crossover", 2)]
+    assert found == [("nb08.check_causal_flops", 1), ("nb08.check_crossover", 2)]
 
 
 def test_a_class_is_scored_per_exercise(class_folder, tmp_path):
@@ -63,16 +63,16 @@ def test_a_class_is_scored_per_exercise(class_folder, tmp_path):
     doc = grade.grade(root, out, reference=reference, timeout=120, progress=False)
     totals = {name: (s["points"], s["max_points"]) for name, s in doc["students"].items()}
     assert totals == {"alice": (3, 3), "bob": (0, 3), "carol": (1, 3), "dave": (0, 3)}
-    carol = doc["students"]["carol"]["notebooks"]["07_perf.ipynb"]
+    carol = doc["students"]["carol"]["notebooks"]["08_perf.ipynb"]
     assert any("RuntimeError" in e for e in carol["errors"])          # reported, and graded on
     assert [e["passed"] for e in carol["exercises"]] == [True, False]
-    bob = doc["students"]["bob"]["notebooks"]["07_perf.ipynb"]["exercises"]
+    bob = doc["students"]["bob"]["notebooks"]["08_perf.ipynb"]["exercises"]
     assert all("not attempted" in e["message"] for e in bob)
     assert json.loads((out / "grades.json").read_text()) == doc
     rows = list(csv.DictReader((out / "grades.csv").read_text().splitlines()))
     assert len(rows) == 4 * 2 + 4                                   # student x exercise, + totals
     alice = {r["exercise"]: (r["points"], r["max_points"]) for r in rows if r["student"] == "alice"}
-    assert alice == {"nb07.check_causal_flops": ("1", "1"), "nb07.check_crossover": ("2", "2"),
+    assert alice == {"nb08.check_causal_flops": ("1", "1"), "nb08.check_crossover": ("2", "2"),
                      "TOTAL": ("3", "3")}
 
 
@@ -85,3 +85,28 @@ def test_a_single_notebook_and_bad_paths(tmp_path):
         grade.submissions(tmp_path / "missing")
     with pytest.raises(ValueError, match="no notebook"):
         grade.grade(tmp_path / "out", tmp_path / "out2", progress=False)
+
+
+def test_the_first_notebook_scores_zero_unsolved_and_full_solved(tmp_path):
+    """End to end on the course's notebook 00: the stubs score 0, the solutions (from the
+    checkers' tests) score every point."""
+    import inspect
+
+    import test_checkers_00_03 as solutions
+
+    from dma_ref.paths import REPO_ROOT
+    (course_nb,) = sorted((REPO_ROOT / "notebooks").glob("00_*.ipynb"))
+    nb = nbformat.read(course_nb, as_version=4)
+    bodies = {"sliding_window_mask": solutions.sliding_window_ok, "kept_keys": solutions.kept_keys_ok}
+    for cell in nb.cells:
+        for name, fn in bodies.items():
+            if cell.cell_type == "code" and f"def {name}(" in cell.source:
+                body = inspect.getsource(fn).split("\n", 1)[1]
+                cell.source = cell.source.replace(STUB.rstrip(), body.rstrip())
+                assert "NotImplementedError" not in cell.source
+    for student, notebook_ in (("unsolved", nbformat.read(course_nb, as_version=4)), ("solved", nb)):
+        (tmp_path / "class" / student).mkdir(parents=True)
+        nbformat.write(notebook_, tmp_path / "class" / student / course_nb.name)
+    doc = grade.grade(tmp_path / "class", tmp_path / "out", timeout=300, progress=False)
+    scores = {name: (s["points"], s["max_points"]) for name, s in doc["students"].items()}
+    assert scores == {"solved": (3, 3), "unsolved": (0, 3)}, doc
