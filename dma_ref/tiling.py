@@ -1,6 +1,6 @@
 """Tiled attention in plain PyTorch: the specification that the Triton kernels implement.
 
-Three ideas, one per section of this module (notebook 04 derives them, notebook 05 turns them
+Three ideas, one per section of this module (notebook 04 derives them, notebook 06 turns them
 into kernels):
 
 1. **Online softmax over key tiles.** Visit the keys in tiles of ``BN``; keep per query row a

@@ -1,4 +1,4 @@
-"""A real browser moves a real slider of the learned-mask explorer (notebook 09).
+"""A real browser moves a real slider of the learned-mask explorer (notebook 10).
 
 voila serves the notebook on a free port of 127.0.0.1; headless Debian Chromium, driven by
 playwright (never ``playwright install``: the system browser is used), waits for the explorer,
@@ -28,7 +28,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--disable-dev-shm-usage",
                  "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"]
-NOTEBOOK = "09_learned_mask_explorer.ipynb"
+NOTEBOOK = "10_learned_mask_explorer.ipynb"
 
 
 def free_port() -> int:

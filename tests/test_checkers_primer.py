@@ -127,7 +127,7 @@ def test_the_notebook_stubs_match_the_checkers(tmp_path, monkeypatch):
     import json
     from pathlib import Path
 
-    cells = json.loads((Path(__file__).parents[1] / "notebooks/triton_primer.ipynb").read_text())
+    cells = json.loads((Path(__file__).parents[1] / "notebooks/05_triton_primer.ipynb").read_text())
     stubs = ["".join(c["source"]) for c in cells["cells"]
              if c["cell_type"] == "code" and "# your code here" in "".join(c["source"])]
     assert len(stubs) == len(CASES)

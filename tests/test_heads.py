@@ -1,4 +1,4 @@
-"""dma_ref.lab.heads: the statistics notebook 09 asserts, against brute force."""
+"""dma_ref.lab.heads: the statistics notebook 10 asserts, against brute force."""
 
 from __future__ import annotations
 

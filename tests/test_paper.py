@@ -95,7 +95,7 @@ def test_perplexity_split_is_disjoint():
 
 
 def test_nb11_checker_fails_on_stub_wrong_and_package(rng):
-    from dma_ref.check import nb11
+    from dma_ref.check import nb12
     from dma_ref.lab.paper import sizing
 
     def stub(t, L, n):
@@ -112,6 +112,6 @@ def test_nb11_checker_fails_on_stub_wrong_and_package(rng):
 
     for seed in torch.randint(0, 2**31, (3,), generator=rng).tolist():
         for fn in (stub, wrong, package):
-            assert not nb11.check_selected_tokens(fn, seed=seed), (fn.__name__, seed)
-        result = nb11.check_selected_tokens(right, seed=seed)
+            assert not nb12.check_selected_tokens(fn, seed=seed), (fn.__name__, seed)
+        result = nb12.check_selected_tokens(right, seed=seed)
         assert result and result.seed == seed

@@ -1,4 +1,4 @@
-"""Training loop, comparison outputs, recorded results, and the notebook 08 checkers."""
+"""Training loop, comparison outputs, recorded results, and the notebook 09 checkers."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from dataclasses import asdict
 import pytest
 import torch
 
-from dma_ref.check import nb08
+from dma_ref.check import nb09
 from dma_ref.lab.tasks import IGNORE
 from dma_ref.lab.train import (
     GPU_PRESET,
@@ -215,7 +215,7 @@ def test_recorded_cpu_comparison():
     assert cfg == {k: v for k, v in asdict(TrainConfig()).items() if k != "attn"} | {
         "mix_divisors": list(TrainConfig().mix_divisors)}, "the record is the TrainConfig defaults"
     # The queries sit beyond the sliding window's reach (2 layers of window w and the conv).
-    assert not nb08.reachable_from(cfg["seq_len"], cfg["window"], cfg["n_layers"], cfg["query_start"],
+    assert not nb09.reachable_from(cfg["seq_len"], cfg["window"], cfg["n_layers"], cfg["query_start"],
                                    cfg["conv_kernel"])[:2 * cfg["pairs"]].any()
     assert set(curves["seconds"]) == {"mha", "swa", "dma"} and curves["steps_run"]["dma"] == cfg["steps"]
     assert (FIGURES / "mqar" / "comparison_n256.png").exists()
@@ -228,7 +228,7 @@ def test_gpu_preset_is_longer_and_out_of_swa_reach():
     assert cfg.seq_len > TrainConfig().seq_len and cfg.steps >= 1000
     reach = cfg.n_layers * (cfg.window - 1 + cfg.conv_kernel - 1)
     assert cfg.query_start - reach > 2 * cfg.pairs - 1
-    assert not nb08.reachable_from(cfg.seq_len, cfg.window, cfg.n_layers, cfg.query_start,
+    assert not nb09.reachable_from(cfg.seq_len, cfg.window, cfg.n_layers, cfg.query_start,
                                    cfg.conv_kernel)[:2 * cfg.pairs].any()
     assert cfg.window_hold + cfg.window_anneal < cfg.steps          # trained at w for a while
     assert cfg.batch_size % 8 == 0                                  # splits over 1, 2, 4, 8 GPUs
@@ -244,7 +244,7 @@ def test_recorded_gpu_comparison():
     curves = json.loads((FIGURES / "mqar" / "curves_gpu.json").read_text())
     assert set(data) == {"config", "accuracy"} and set(data["accuracy"]) == {"mha", "swa", "dma"}
     cfg = data["config"]
-    assert not nb08.reachable_from(cfg["seq_len"], cfg["window"], cfg["n_layers"], cfg["query_start"],
+    assert not nb09.reachable_from(cfg["seq_len"], cfg["window"], cfg["n_layers"], cfg["query_start"],
                                    cfg["conv_kernel"])[:2 * cfg["pairs"]].any()
     for metric in ("seconds", "steps_run", "tokens_per_s", "attention_share"):
         assert set(curves[metric]) == {"mha", "swa", "dma"}, metric
@@ -253,7 +253,7 @@ def test_recorded_gpu_comparison():
 
 
 # ---------------------------------------------------------------------------------------------
-# notebook 08 checkers: fail on the stub and on a plausible wrong answer, pass on a solution
+# notebook 09 checkers: fail on the stub and on a plausible wrong answer, pass on a solution
 # ---------------------------------------------------------------------------------------------
 
 def stub(*args, **kwargs):
@@ -278,8 +278,8 @@ def first_blind_wrong(P, w, L):                   # forgets that layers chain
 
 
 @pytest.mark.parametrize("checker,ok,wrong", [
-    (nb08.check_query_accuracy, query_accuracy_ok, query_accuracy_wrong),
-    (nb08.check_first_blind_query, first_blind_ok, first_blind_wrong),
+    (nb09.check_query_accuracy, query_accuracy_ok, query_accuracy_wrong),
+    (nb09.check_first_blind_query, first_blind_ok, first_blind_wrong),
 ])
 def test_nb08_checkers(checker, ok, wrong):
     assert not checker(stub)

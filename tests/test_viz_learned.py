@@ -1,4 +1,4 @@
-"""Learned-mask explorer: pure functions, head statistics, every widget control, nb09 checkers."""
+"""Learned-mask explorer: pure functions, head statistics, every widget control, nb10 checkers."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from dma_ref import dma_mask, key_lifetimes
-from dma_ref.check import nb09
+from dma_ref.check import nb10
 from dma_ref.lab.tasks import ROLE_QUERY, ROLE_VALUE, mqar
 from dma_ref.lab.train import accuracy
 from dma_ref.nn import ModelConfig, TinyLM
@@ -127,7 +127,7 @@ def test_figures(setup):
 
 
 # ---------------------------------------------------------------------------------------------
-# notebook 09 checkers
+# notebook 10 checkers
 # ---------------------------------------------------------------------------------------------
 
 def stub(*args, **kwargs):
@@ -171,10 +171,10 @@ def survivors_earlier_wins(s, w):                   # the tie rule reversed
 
 
 @pytest.mark.parametrize("checker,ok,wrong", [
-    (nb09.check_pair_attention, pair_attention_ok, pair_attention_wrong),
-    (nb09.check_survivors, survivors_ok, survivors_wrong),
-    (nb09.check_survivors, survivors_ok, survivors_topk),
-    (nb09.check_survivors, survivors_ok, survivors_earlier_wins),
+    (nb10.check_pair_attention, pair_attention_ok, pair_attention_wrong),
+    (nb10.check_survivors, survivors_ok, survivors_wrong),
+    (nb10.check_survivors, survivors_ok, survivors_topk),
+    (nb10.check_survivors, survivors_ok, survivors_earlier_wins),
 ])
 def test_nb09_checkers(checker, ok, wrong):
     assert not checker(stub)

@@ -1,4 +1,5 @@
-"""Checkers for notebook 07 (performance): the work of causal attention and DMA's crossover."""
+"""Checkers for notebook 07 (Triton backward): the softmax backward of one gathered tile,
+``dS = P * (dP - Delta)``, and the accumulation of the score gradient ``ds`` from such tiles."""
 
 from __future__ import annotations
 
@@ -6,74 +7,68 @@ from collections.abc import Callable
 
 import torch
 
-from .. import flops
-from .core import Result, exercise, generator, resolve_seed, run_checks
+from .core import Result, context, exercise, expect_tensor, generator, resolve_seed, run_checks
 
 
-def _random_cases(n: int, lo: int, hi: int, g: torch.Generator) -> list[int]:
-    return torch.randint(lo, hi + 1, (n,), generator=g).tolist()
+@exercise(points=2)
+def check_dS(fn: Callable[..., torch.Tensor], strict: bool = False, *,
+             seed: int | None = None) -> Result:
+    """``fn(P, dP, o, dO) -> dS``: the logit gradient of one key chunk of a tiled backward.
 
-
-def _expect_whole(got: object) -> None:
-    """Assert that the learner returned a whole number (an int, or a float without fraction)."""
-    assert isinstance(got, int) or float(got).is_integer(), f"return a whole number, got {got!r}"
-
-
-@exercise(points=1)
-def check_causal_flops(fn: Callable[[int, int, int], int], strict: bool = False, *,
-                       seed: int | None = None) -> Result:
-    """``fn(N, D, H) -> int``: forward matrix FLOPs of causal attention (Q = K = N, one batch).
-
-    Every kept pair (j <= p) costs two length-D dot products, ``q·k`` and ``p·v``: 4·D FLOPs,
-    per head; a causal head keeps ``N (N + 1) / 2`` pairs.
+    P ``[R, C]`` softmax probabilities of R query rows for C of their keys (a *chunk* of each
+    row, not the whole row), dP ``[R, C]`` = ``dO V_chunk^T``, o and dO ``[R, D]`` the rows'
+    outputs and output gradients. Returns dS ``[R, C]``; compared with autograd of a full
+    softmax-attention row.
     """
     seed = resolve_seed(seed)
 
     def trials() -> None:
         g = generator(seed)
-        cases = [(1, 1, 1), (2, 1, 1), (4, 8, 1), (4096, 128, 8), (1000, 64, 3)]
-        cases += list(zip(_random_cases(4, 1, 50000, g), _random_cases(4, 1, 256, g),
-                          _random_cases(4, 1, 32, g)))
-        for N, D, H in cases:
-            got = fn(N, D, H)
-            want = flops.attention_flops(flops.causal_pairs(N), D, H)
-            _expect_whole(got)
-            if int(got) != want:
-                hint = ""
-                if int(got) == 4 * D * H * N * N // 2:
-                    hint = " (N^2/2 misses the diagonal: row p keeps p + 1 keys)"
-                elif int(got) == 4 * D * H * N * N:
-                    hint = " (that is the non-causal count)"
-                elif int(got) == want // 2:
-                    hint = " (each pair needs two dot products: q.k and p.v)"
-                raise AssertionError(f"N={N}, D={D}, H={H}: expected {want}, got {got}{hint}")
-    return run_checks("FLOPs of causal attention", trials, strict=strict, seed=seed)
+        for R, K, D, chunk in [(3, 10, 4, slice(2, 6)), (5, 16, 8, slice(0, 16)),
+                               (4, 12, 2, slice(9, 12)), (1, 7, 3, slice(3, 4))]:
+            x = torch.randn(R, K, generator=g, dtype=torch.float64, requires_grad=True)
+            v = torch.randn(K, D, generator=g, dtype=torch.float64)
+            P = torch.softmax(x, -1)
+            o = P @ v
+            dO = torch.randn(R, D, generator=g, dtype=torch.float64)
+            (dx,) = torch.autograd.grad(o, x, dO)
+            dP = dO @ v.T
+            got = fn(P.detach()[:, chunk].clone(), dP[:, chunk].clone(), o.detach().clone(),
+                     dO.clone())
+            expect_tensor(got)
+            where = f"R={R}, K={K}, chunk {chunk.start}:{chunk.stop} of each row (seed {seed})"
+            torch.testing.assert_close(got, dx[:, chunk], msg=context(where))
+    return run_checks("dS of a gathered tile", trials, strict=strict, seed=seed)
 
 
 @exercise(points=2)
-def check_crossover(fn: Callable[[int, int], int], strict: bool = False, *,
-                    seed: int | None = None) -> Result:
-    """``fn(w, BM) -> int``: the smallest N with ``N·(w + BM) <= N (N + 1) / 4``, i.e. the first
-    length at which DMA's modelled work is at most half of dense causal attention's."""
-    def brute(w: int, BM: int) -> int:
-        N = 1
-        while 4 * N * (w + BM) > N * (N + 1):
-            N += 1
-        return N
+def check_ds_accumulate(fn: Callable[..., torch.Tensor], strict: bool = False, *,
+                        seed: int | None = None) -> Result:
+    """``fn(ds, dS, idx) -> ds``: add one tile's contribution to the score gradient.
 
+    ds float ``[K]`` (one KV head's running gradient), dS ``[G, BM, C]`` the logit gradients of
+    the G query heads of the group for BM rows and the C gathered keys ``idx`` int64 ``[C]``.
+    Called once per (query block, key chunk) on overlapping unions; returns the updated ds
+    (in place or new). The result must equal autograd's ``ds`` over all tiles.
+    """
     seed = resolve_seed(seed)
 
     def trials() -> None:
         g = generator(seed)
-        cases = [(1, 1), (1024, 128), (256, 64), (4096, 128)]
-        cases += list(zip(_random_cases(3, 1, 3000, g), _random_cases(3, 1, 256, g)))
-        for w, BM in cases:
-            got = fn(w, BM)
-            want = brute(w, BM)
-            assert want == flops.crossover_n(w, BM)
-            _expect_whole(got)
-            if int(got) != want:
-                raise AssertionError(f"w={w}, BM={BM}: the smallest such N is {want}, got {got} "
-                                     f"(at N={int(got)}: DMA work {int(got) * (w + BM)}, half of "
-                                     f"dense {int(got) * (int(got) + 1) / 4:.0f})")
-    return run_checks("DMA's crossover length", trials, strict=strict, seed=seed)
+        for K, G, BM, C, n_tiles in [(12, 1, 4, 3, 5), (20, 4, 2, 6, 8), (9, 2, 3, 9, 3),
+                                     (30, 3, 5, 4, 10)]:
+            ds = torch.zeros(K, dtype=torch.float64)
+            s = torch.zeros(K, dtype=torch.float64, requires_grad=True)
+            total = torch.zeros((), dtype=torch.float64)
+            for _ in range(n_tiles):
+                idx = torch.randperm(K, generator=g)[:C]
+                dS = torch.randn(G, BM, C, generator=g, dtype=torch.float64)
+                # the bias enters every logit of column idx_c for every head and row of the tile
+                total = total + (dS * s[idx][None, None, :]).sum()
+                out = fn(ds, dS.clone(), idx.clone())
+                ds = ds if out is None else out
+            (want,) = torch.autograd.grad(total, s)
+            expect_tensor(ds)
+            where = f"K={K}, G={G}, BM={BM}, C={C}, {n_tiles} tiles (seed {seed})"
+            torch.testing.assert_close(ds, want, msg=context(where))
+    return run_checks("ds accumulated from tiles", trials, strict=strict, seed=seed)

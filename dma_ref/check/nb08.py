@@ -1,5 +1,4 @@
-"""Checkers for notebook 08 (training on MQAR): the accuracy at query positions, and how far
-back a sliding-window model can see."""
+"""Checkers for notebook 08 (performance): the work of causal attention and DMA's crossover."""
 
 from __future__ import annotations
 
@@ -7,76 +6,74 @@ from collections.abc import Callable
 
 import torch
 
-from ..lab.tasks import IGNORE
-from ..mask import sliding_window_mask
+from .. import flops
 from .core import Result, exercise, generator, resolve_seed, run_checks
 
 
+def _random_cases(n: int, lo: int, hi: int, g: torch.Generator) -> list[int]:
+    return torch.randint(lo, hi + 1, (n,), generator=g).tolist()
+
+
+def _expect_whole(got: object) -> None:
+    """Assert that the learner returned a whole number (an int, or a float without fraction)."""
+    assert isinstance(got, int) or float(got).is_integer(), f"return a whole number, got {got!r}"
+
+
 @exercise(points=1)
-def check_query_accuracy(fn: Callable[[torch.Tensor, torch.Tensor], float],
-                         strict: bool = False, *,
-                         seed: int | None = None) -> Result:
-    """``fn(logits [B, N, V], targets int64 [B, N]) -> float``: the fraction of positions with
-    ``targets != -100`` whose argmax prediction equals the target (other positions ignored)."""
+def check_causal_flops(fn: Callable[[int, int, int], int], strict: bool = False, *,
+                       seed: int | None = None) -> Result:
+    """``fn(N, D, H) -> int``: forward matrix FLOPs of causal attention (Q = K = N, one batch).
+
+    Every kept pair (j <= p) costs two length-D dot products, ``q·k`` and ``p·v``: 4·D FLOPs,
+    per head; a causal head keeps ``N (N + 1) / 2`` pairs.
+    """
     seed = resolve_seed(seed)
 
     def trials() -> None:
         g = generator(seed)
-        for B, N, V, p_query in [(2, 10, 7, 0.3), (4, 33, 16, 0.1), (1, 5, 3, 1.0),
-                                 (3, 20, 50, 0.5)]:
-            logits = torch.randn(B, N, V, generator=g)
-            targets = torch.randint(0, V, (B, N), generator=g)
-            # Make about half of the scored positions right, so that a wrong answer shows.
-            right = torch.rand(B, N, generator=g) < 0.5
-            targets = torch.where(right, logits.argmax(-1), targets)
-            scored = torch.rand(B, N, generator=g) < p_query
-            scored[0, 0] = True
-            targets = torch.where(scored, targets, torch.full_like(targets, IGNORE))
-            want = (logits.argmax(-1)[scored] == targets[scored]).float().mean().item()
-            got = fn(logits.clone(), targets.clone())
-            got = float(got.item() if isinstance(got, torch.Tensor) else got)
-            assert abs(got - want) < 1e-6, (
-                f"B={B}, N={N}, V={V}, {int(scored.sum())} scored positions (seed {seed}): "
-                f"expected {want:.4f}, got {got:.4f}")
-    return run_checks("accuracy at query positions", trials, strict=strict, seed=seed)
-
-
-def reachable_from(N: int, window: int, n_layers: int, p: int, conv_kernel: int = 0) -> torch.Tensor:
-    """bool ``[N]``: the tokens whose information can reach position p after ``n_layers``
-    sliding-window attention layers (a walk through the band mask, computed, not by formula),
-    each layer preceded by a causal convolution of ``conv_kernel`` taps (0: none), which mixes
-    position t with ``t - conv_kernel + 1 .. t``."""
-    keep = sliding_window_mask(N, window)
-    reach = torch.zeros(N, dtype=torch.bool)
-    reach[p] = True
-    for _ in range(n_layers):
-        reach = reach | keep[reach].any(0)
-        spread = reach.clone()
-        for shift in range(1, conv_kernel):
-            spread[:-shift] |= reach[shift:]
-        reach = spread
-    return reach
+        cases = [(1, 1, 1), (2, 1, 1), (4, 8, 1), (4096, 128, 8), (1000, 64, 3)]
+        cases += list(zip(_random_cases(4, 1, 50000, g), _random_cases(4, 1, 256, g),
+                          _random_cases(4, 1, 32, g)))
+        for N, D, H in cases:
+            got = fn(N, D, H)
+            want = flops.attention_flops(flops.causal_pairs(N), D, H)
+            _expect_whole(got)
+            if int(got) != want:
+                hint = ""
+                if int(got) == 4 * D * H * N * N // 2:
+                    hint = " (N^2/2 misses the diagonal: row p keeps p + 1 keys)"
+                elif int(got) == 4 * D * H * N * N:
+                    hint = " (that is the non-causal count)"
+                elif int(got) == want // 2:
+                    hint = " (each pair needs two dot products: q.k and p.v)"
+                raise AssertionError(f"N={N}, D={D}, H={H}: expected {want}, got {got}{hint}")
+    return run_checks("FLOPs of causal attention", trials, strict=strict, seed=seed)
 
 
 @exercise(points=2)
-def check_first_blind_query(fn: Callable[[int, int, int], int], strict: bool = False, *,
-                            seed: int | None = None) -> Result:
-    """``fn(num_pairs, window, n_layers) -> int``: the smallest position p such that a model of
-    ``n_layers`` sliding-window layers (window w, query p keeps keys ``p - w < j <= p``) cannot
-    move any information from the pairs (positions ``0 .. 2P - 1``) to position p."""
+def check_crossover(fn: Callable[[int, int], int], strict: bool = False, *,
+                    seed: int | None = None) -> Result:
+    """``fn(w, BM) -> int``: the smallest N with ``N·(w + BM) <= N (N + 1) / 4``, i.e. the first
+    length at which DMA's modelled work is at most half of dense causal attention's."""
+    def brute(w: int, BM: int) -> int:
+        N = 1
+        while 4 * N * (w + BM) > N * (N + 1):
+            N += 1
+        return N
+
     seed = resolve_seed(seed)
 
     def trials() -> None:
         g = generator(seed)
-        cases = [(4, 8, 2), (1, 1, 3), (8, 16, 2), (3, 5, 1)]
-        cases += [tuple(int(torch.randint(lo, hi, (1,), generator=g))
-                        for lo, hi in ((1, 9), (1, 12), (1, 5))) for _ in range(4)]
-        for P, w, L in cases:
-            N = 2 * P + L * w + 4
-            blind = [p for p in range(N) if not reachable_from(N, w, L, p)[:2 * P].any()]
-            want = blind[0]
-            got = fn(P, w, L)
-            assert int(got) == want, (f"num_pairs={P}, window={w}, n_layers={L} (seed {seed}): "
-                                      f"expected {want}, got {got}")
-    return run_checks("first query a sliding window cannot answer", trials, strict=strict,
-                      seed=seed)
+        cases = [(1, 1), (1024, 128), (256, 64), (4096, 128)]
+        cases += list(zip(_random_cases(3, 1, 3000, g), _random_cases(3, 1, 256, g)))
+        for w, BM in cases:
+            got = fn(w, BM)
+            want = brute(w, BM)
+            assert want == flops.crossover_n(w, BM)
+            _expect_whole(got)
+            if int(got) != want:
+                raise AssertionError(f"w={w}, BM={BM}: the smallest such N is {want}, got {got} "
+                                     f"(at N={int(got)}: DMA work {int(got) * (w + BM)}, half of "
+                                     f"dense {int(got) * (int(got) + 1) / 4:.0f})")
+    return run_checks("DMA's crossover length", trials, strict=strict, seed=seed)

@@ -9,7 +9,7 @@ import torch
 from .attention import DMAAttention, backend_for
 from .model import ModelConfig, TinyLM
 
-# The trained DMA model shipped with the package (notebook 09); made by
+# The trained DMA model shipped with the package (notebook 10); made by
 # ``python -m dma_ref.lab.train --compare --checkpoint ...``.
 CHECKPOINT = Path(__file__).resolve().parents[1] / "data" / "mqar_dma.pt"
 

@@ -1,5 +1,5 @@
 """What a trained DMA model keeps: the learned-mask explorer and per-head statistics (notebooks
-08 and 09), plus the training-comparison figure.
+09 and 10), plus the training-comparison figure.
 
 Pure functions compute what is drawn (``layer_view``, ``query_view``, ``head_statistics``);
 ``plot_*`` functions draw it; ``learned_mask_widget`` is a thin ipywidgets factory returning

@@ -1,4 +1,4 @@
-"""Pictures of the paper comparison (notebook 11): what the five methods keep, and the recorded
+"""Pictures of the paper comparison (notebook 12): what the five methods keep, and the recorded
 perplexity, passkey and MQAR experiments of ``dma_ref.lab.paper``.
 
 Mask pictures follow the other notebooks: rows are query positions, columns keys, a dark cell

@@ -1,4 +1,4 @@
-"""Pictures of tiles, unions of kept keys and GQA packing (notebooks 04 and 05).
+"""Pictures of tiles, unions of kept keys and GQA packing (notebooks 04 and 06).
 
 ``union_growth`` computes what the union-versus-N figure draws (a pure function); the
 ``plot_*`` functions return matplotlib figures. Heatmap convention as in ``viz.masks``: rows are

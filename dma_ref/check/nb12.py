@@ -1,4 +1,4 @@
-"""Checkers for notebook 11 (the paper comparison): how many tokens NSA's selected branch reads."""
+"""Checkers for notebook 12 (the paper comparison): how many tokens NSA's selected branch reads."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Every checker of notebooks 04-06: fails on the unsolved stub, fails on plausible wrong
+"""Every checker of notebooks 04-07: fails on the unsolved stub, fails on plausible wrong
 answers, passes on a correct solution (the solutions live here, not in the package)."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dma_ref.check import nb04, nb05, nb06
+from dma_ref.check import nb04, nb06, nb07
 
 
 def stub(*args, **kwargs):
@@ -154,11 +154,11 @@ CASES = [
      [update_no_rescale, update_nan_on_masked_rows, update_tile_max_only]),
     (nb04.check_union_size, union_size_ok, [union_size_no_admission_test, union_size_last_row,
                                                   union_size_package]),
-    (nb05.check_keep_test, keep_ok, [keep_top_left, keep_causal_only, keep_inclusive_end]),
-    (nb05.check_union_lists, union_lists_ok, [union_lists_no_leading_zero, union_lists_top_left,
+    (nb06.check_keep_test, keep_ok, [keep_top_left, keep_causal_only, keep_inclusive_end]),
+    (nb06.check_union_lists, union_lists_ok, [union_lists_no_leading_zero, union_lists_top_left,
                                                     union_lists_package]),
-    (nb06.check_dS, dS_ok, [dS_without_delta, dS_delta_from_tile]),
-    (nb06.check_ds_accumulate, ds_accumulate_ok, [ds_assign, ds_rows_only]),
+    (nb07.check_dS, dS_ok, [dS_without_delta, dS_delta_from_tile]),
+    (nb07.check_ds_accumulate, ds_accumulate_ok, [ds_assign, ds_rows_only]),
 ]
 IDS = [c[0].__name__ for c in CASES]
 

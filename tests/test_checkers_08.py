@@ -1,4 +1,4 @@
-"""The checkers of notebook 07 fail on the stub and on plausible wrong answers, pass on a
+"""The checkers of notebook 08 fail on the stub and on plausible wrong answers, pass on a
 correct solution."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dma_ref.check import nb07
+from dma_ref.check import nb08
 
 
 def stub(*args, **kwargs):
@@ -38,12 +38,12 @@ def crossover_equal_work(w, BM):
 
 
 @pytest.mark.parametrize("check, fn", [
-    (nb07.check_causal_flops, stub),
-    (nb07.check_causal_flops, causal_flops_no_diagonal),
-    (nb07.check_causal_flops, causal_flops_one_matmul),
-    (nb07.check_crossover, stub),
-    (nb07.check_crossover, crossover_off_by_one),
-    (nb07.check_crossover, crossover_equal_work),
+    (nb08.check_causal_flops, stub),
+    (nb08.check_causal_flops, causal_flops_no_diagonal),
+    (nb08.check_causal_flops, causal_flops_one_matmul),
+    (nb08.check_crossover, stub),
+    (nb08.check_crossover, crossover_off_by_one),
+    (nb08.check_crossover, crossover_equal_work),
 ])
 def test_checker_rejects(check, fn, rng):
     for seed in torch.randint(0, 2**31 - 1, (3,), generator=rng).tolist():
@@ -53,8 +53,8 @@ def test_checker_rejects(check, fn, rng):
 
 
 @pytest.mark.parametrize("check, fn", [
-    (nb07.check_causal_flops, causal_flops_ok),
-    (nb07.check_crossover, crossover_ok),
+    (nb08.check_causal_flops, causal_flops_ok),
+    (nb08.check_crossover, crossover_ok),
 ])
 def test_checker_accepts(check, fn, rng):
     for seed in torch.randint(0, 2**31 - 1, (3,), generator=rng).tolist():
