@@ -186,6 +186,16 @@ class TinyLM(nn.Module):
         h = self.norm(h)
         return F.linear(h, self.embed.weight) if self.head is None else self.head(h)
 
+    def generate(self, prompt: torch.Tensor, max_new_tokens: int, *, use_cache: bool = True,
+                 temperature: float = 0.0, generator: torch.Generator | None = None,
+                 prefill_chunk: int | None = None) -> torch.Tensor:
+        """int64 ``[B, P] -> [B, P + max_new_tokens]``: greedy at temperature 0; with the
+        decoding cache (DMA: at most w keys per layer and head, exact) unless ``use_cache`` is
+        False. See ``dma_ref.nn.generate.generate``."""
+        from .generate import generate
+        return generate(self, prompt, max_new_tokens, use_cache=use_cache,
+                        temperature=temperature, generator=generator, prefill_chunk=prefill_chunk)
+
     def num_params(self, exclude_dma: bool = False) -> int:
         """Parameter count; ``exclude_dma`` leaves out Delta and A (the only DMA extras)."""
         return sum(p.numel() for n, p in self.named_parameters()
