@@ -6,9 +6,11 @@
   (compressed, selected and sliding branches, gated).
 * ``kinds``: the rule of the kinds (kept keys, lifetimes, weights) for any window.
 * ``model``: ``ModelConfig``, ``TinyLM``; ``checkpoint``: save and load, ``CHECKPOINT``.
+* ``cache``: ``DMACache`` (exact, w keys per head), ``WindowCache``; ``generate``: decoding.
 """
 
 from .attention import CausalAttention, DMAAttention, SlidingWindowAttention, backend_for
+from .cache import DMACache, WindowCache
 from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from .kinds import ATTENTIONS
 from .mla import MultiHeadLatentAttention
@@ -20,12 +22,14 @@ __all__ = [
     "CHECKPOINT",
     "CausalAttention",
     "DMAAttention",
+    "DMACache",
     "ModelConfig",
     "MultiHeadLatentAttention",
     "NSASizes",
     "NativeSparseAttention",
     "SlidingWindowAttention",
     "TinyLM",
+    "WindowCache",
     "backend_for",
     "load_checkpoint",
     "make_attention",

@@ -19,10 +19,14 @@ import torch.nn.functional as F
 
 from .cache import KVCache, make_cache
 
+CACHED_KINDS = ("mha", "swa", "dma")     # the kinds with a decoding cache; others recompute
+
 
 def new_cache(model: torch.nn.Module) -> KVCache:
     """An empty cache for ``model`` (a ``TinyLM``): DMA's bounded one, or a sliding / full one."""
     cfg = model.cfg
+    if cfg.attn not in CACHED_KINDS:
+        raise ValueError(f"no decoding cache for attn={cfg.attn!r}; kinds with one: {CACHED_KINDS}")
     for block in model.blocks:
         if cfg.attn == "dma" and (block.attn.mode != "row" or not block.attn.causal):
             raise ValueError("decoding with a cache needs causal row-mode DMA (global mode "
@@ -87,7 +91,8 @@ def generate(model: torch.nn.Module, prompt: torch.Tensor, max_new_tokens: int, 
 
     ``use_cache``: decode with the model's cache (``new_cache``), one token per step after a
     prefill in chunks of ``prefill_chunk`` tokens; False recomputes every step from scratch.
-    Both give the same tokens (equal logits up to float rounding).
+    Both give the same tokens (equal logits up to float rounding). Kinds without a cache
+    (``CACHED_KINDS`` lists those with one) always recompute.
     """
     if not isinstance(prompt, torch.Tensor) or prompt.dim() != 2 or prompt.dtype != torch.int64:
         raise ValueError(f"prompt must be an int64 tensor [B, P], got "
@@ -104,7 +109,7 @@ def generate(model: torch.nn.Module, prompt: torch.Tensor, max_new_tokens: int, 
     tokens = prompt
     if max_new_tokens == 0:
         return tokens
-    if not use_cache:
+    if not use_cache or model.cfg.attn not in CACHED_KINDS:
         for _ in range(max_new_tokens):
             nxt = next_token(model(tokens)[:, -1], temperature, generator)
             tokens = torch.cat([tokens, nxt[:, None]], dim=1)
