@@ -58,6 +58,9 @@ def test_pip_pins_equal_pyproject_pins():
     wanted_site = pins(project["optional-dependencies"]["site"], "pyproject site extra")
     assert not set(wanted) & set(wanted_site), "a package is both in the site extra and elsewhere"
     wanted.update(wanted_site)
+    wanted_doge = pins(project["optional-dependencies"]["doge"], "pyproject doge extra")
+    assert not set(wanted) & set(wanted_doge), "a package is both in the doge extra and elsewhere"
+    wanted.update(wanted_doge)
 
     _, pip = split_environment(environment())
     editable = [line for line in pip if line.startswith("-e")]
@@ -67,8 +70,8 @@ def test_pip_pins_equal_pyproject_pins():
         "only in pyproject.toml": sorted(set(wanted) - set(got)),
         "different versions": {n: (got[n], wanted[n]) for n in set(got) & set(wanted) if got[n] != wanted[n]},
     }
-    # The environment installs the repository itself, with the same extra.
-    assert editable == ["-e .[dev]"]
+    # The environment installs the repository itself, with the extras CI installs.
+    assert editable == ["-e .[dev,doge]"]
 
 
 def test_conda_part_is_python_311_and_pip_only():

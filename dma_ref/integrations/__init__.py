@@ -1,0 +1,1 @@
+"""Optional integrations with other libraries (``pip install 'dma-ref[doge]'`` for ``doge``)."""
