@@ -21,7 +21,7 @@ from dma_ref.integrations.doge import import_transformers, use_dma
 if importlib.util.find_spec("transformers") is None:
     pytest.skip("needs the 'doge' extra (transformers)", allow_module_level=True)
 import_transformers()
-from transformers import DogeConfig, DogeForCausalLM  # noqa: E402
+from transformers import DogeConfig, DogeForCausalLM
 
 
 def pair(window=5, seed=0):
@@ -53,7 +53,8 @@ def test_logits_loss_grads_equal_eager_doge(window, rng):
     a.loss.backward()
     b.loss.backward()
     for (name, p), q in zip(ref.named_parameters(), ours.parameters()):
-        torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-5, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-5,
+                                   msg=lambda m, name=name: f"{name}: {m}")
 
 
 def test_greedy_generate_equal_eager_doge(rng):
@@ -61,7 +62,7 @@ def test_greedy_generate_equal_eager_doge(rng):
     for model in (ref, ours):
         model.model.layers[0].self_attn.keep_window_size = 128     # no selection in layer 0
     prompt = distinct_tokens(rng, 2, 6)
-    kw = dict(max_new_tokens=20, do_sample=False)
+    kw = {"max_new_tokens": 20, "do_sample": False}
     want = ref.generate(prompt, **kw)
     got = ours.generate(prompt, **kw)
     assert torch.equal(got, want), f"{got}\n{want}"
