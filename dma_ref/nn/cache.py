@@ -233,3 +233,16 @@ def make_cache(attn: str, n_layers: int, window: int | Sequence[int]) -> KVCache
         return WindowCache(n_layers, None)
     raise ValueError(f"attn must be 'mha', 'swa' or 'dma', got {attn!r}")
 
+
+
+def cache_update(live_pos: torch.Tensor, live_s: torch.Tensor, new_pos: torch.Tensor,
+                 new_s: torch.Tensor, window: int) -> torch.Tensor:
+    """One (sequence, KV head) of ``DMACache``'s update, spelled out: int64 ``[min(w, L + C)]``,
+    the positions of the keys alive after a chunk, ascending.
+
+    live_pos int64 ``[L]`` ascending (the live keys), live_s ``[L]`` their scores; new_pos int64
+    ``[C]`` ascending, after every live position; new_s ``[C]``. Keeps the w best of
+    ``[live; new]`` by ``(s_j, j)``, the later key winning a tie.
+    """
+    pos, s = torch.cat([live_pos, new_pos]), torch.cat([live_s, new_s])
+    return pos[key_ranks(s) < check_window(window)]
