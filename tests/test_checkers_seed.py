@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from dma_ref import dma_scores
-from dma_ref.check import nb00, nb01, nb02, nb03, nb04, nb06, nb07, nb08, nb09, nb10
+from dma_ref.check import nb00, nb01, nb02, nb03, nb04, nb06, nb07, nb08, nb09, nb10, nb11
 
-CHECKERS = [fn for module in (nb00, nb01, nb02, nb03, nb04, nb06, nb07, nb08, nb09, nb10)
+CHECKERS = [fn for module in (nb00, nb01, nb02, nb03, nb04, nb06, nb07, nb08, nb09, nb10,
+                               nb11)
             for name, fn in vars(module).items()
             if name.startswith("check_") and inspect.getmodule(fn) is module]
 

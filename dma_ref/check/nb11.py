@@ -8,7 +8,7 @@ import torch
 
 from ..lifetimes import key_lifetimes
 from ..nn import cache as cache_mod
-from .core import Result, expect_tensor, forbid, generator, resolve_seed, run_checks
+from .core import Result, exercise, expect_tensor, forbid, generator, resolve_seed, run_checks
 
 CASES = [  # (K, window, chunk sizes cycled, score levels: 0 = distinct floats)
     (20, 4, [1], 0),
@@ -19,6 +19,7 @@ CASES = [  # (K, window, chunk sizes cycled, score levels: 0 = distinct floats)
 ]
 
 
+@exercise(points=2)
 def check_cache_update(fn: Callable[..., torch.Tensor], strict: bool = False, *,
                        seed: int | None = None) -> Result:
     """``fn(live_pos, live_s, new_pos, new_s, window) -> pos``: live_pos int64 ``[L]`` ascending
