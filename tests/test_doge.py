@@ -16,12 +16,14 @@ import importlib.util
 import pytest
 import torch
 
-from dma_ref.integrations.doge import import_transformers, use_dma
-
 if importlib.util.find_spec("transformers") is None:
     pytest.skip("needs the 'doge' extra (transformers)", allow_module_level=True)
-import_transformers()
-from transformers import DogeConfig, DogeForCausalLM
+from dma_ref.integrations.doge import bounded_cache, import_transformers, use_dma
+
+# (transformers through the integration: run from the repository root, a plain import would
+# find this repository's kernels/ folder where transformers expects Hugging Face's kernels)
+transformers = import_transformers()
+DogeConfig, DogeForCausalLM = transformers.DogeConfig, transformers.DogeForCausalLM
 
 
 def pair(window=5, seed=0):
@@ -72,3 +74,19 @@ def test_greedy_generate_equal_eager_doge(rng):
 def test_use_dma_refuses_other_models():
     with pytest.raises(ValueError, match="DogeAttention"):
         use_dma(torch.nn.Linear(2, 2))
+
+
+def test_generate_with_the_bounded_cache(rng):
+    """Greedy generate() with dma_ref's bounded cache equals eager Doge with its full cache,
+    and each selecting layer holds keep_window_size keys per KV head."""
+    ref, ours = pair(5)
+    for model in (ref, ours):
+        model.model.layers[0].self_attn.keep_window_size = 128
+    prompt = distinct_tokens(rng, 2, 9)
+    want = ref.generate(prompt, max_new_tokens=20, do_sample=False)
+    cache = bounded_cache(ours)
+    got = ours.generate(prompt, max_new_tokens=20, do_sample=False, cache=cache)
+    assert torch.equal(got, want), f"{got}\n{want}"
+    assert cache.layers[1].cache.lengths(0).tolist() == [[5, 5], [5, 5]]
+    assert cache.layers[0].cache.lengths(0).tolist() == [[28, 28], [28, 28]]   # 9 + 20 - 1
+    assert cache.kv_bytes() > 0
