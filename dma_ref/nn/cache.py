@@ -64,7 +64,7 @@ def keep_rows(state: LayerState, keep: torch.Tensor) -> LayerState:
     def gather(x: torch.Tensor, fill: float) -> torch.Tensor:
         out = x.new_full((B, H, L + 1, *x.shape[3:]), fill)
         index = slot.view(B, H, T, *([1] * (x.dim() - 3))).expand_as(x)
-        return out.scatter(2, index, x)[:, :, :L]
+        return out.scatter(2, index, x)[:, :, :L].clone()      # storage of L slots, not L + 1
 
     s = None if state.s is None else gather(state.s, float("-inf"))
     return LayerState(gather(state.k, 0.0), gather(state.v, 0.0), s, gather(state.pos, EMPTY))
