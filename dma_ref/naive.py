@@ -22,6 +22,16 @@ from .mask import dma_mask
 from .validate import check_flag, check_mode, check_qkv, check_scores, check_window, default_scale
 
 
+def keep_mask(s: torch.Tensor, window: int, q_len: int, *, causal: bool = True,
+              mode: str = "row") -> torch.Tensor:
+    """``dma_mask(s, window, q_len=q_len, causal=causal, mode=mode)``, bool ``[B, Hkv, Q, K]``;
+    causal row mode on the CPU builds it from the key lifetimes (the same mask without sorting
+    every row)."""
+    if causal and mode == "row" and s.device.type == "cpu":
+        return mask_from_lifetimes(key_lifetimes(s, window), q_len)
+    return dma_mask(s, window, q_len=q_len, causal=causal, mode=mode)
+
+
 def naive_dma_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Tensor,
                         window: int, *, causal: bool = True, scale: float | None = None,
                         mode: str = "row", return_lse: bool = False):
@@ -44,11 +54,7 @@ def naive_dma_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: to
         return (o, torch.zeros(B, Hq, 0, dtype=torch.float32, device=q.device)) if return_lse else o
 
     with torch.no_grad():
-        if causal and mode == "row" and s.device.type == "cpu":
-            keep = mask_from_lifetimes(key_lifetimes(s, w), Q)
-        else:
-            keep = dma_mask(s, w, q_len=Q, causal=causal, mode=mode)
-        keep = expand_kv(keep, Hq)                                                # [B, Hq, Q, K]
+        keep = expand_kv(keep_mask(s, w, Q, causal=causal, mode=mode), Hq)        # [B, Hq, Q, K]
     acc = torch.float64 if q.dtype == torch.float64 else torch.float32
     logits = scale * (q.to(acc) @ expand_kv(k, Hq).to(acc).transpose(-1, -2))
     logits = logits + expand_kv(s, Hq).to(acc)[:, :, None, :]
@@ -78,10 +84,7 @@ def sdpa_dma_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: tor
         # naive path gives the defined o = 0 (and finite gradients).
         return naive_dma_attention(q, k, v, s, w, causal=causal, scale=scale)
     with torch.no_grad():
-        if causal and s.device.type == "cpu":
-            keep = mask_from_lifetimes(key_lifetimes(s, w), Q)
-        else:
-            keep = dma_mask(s, w, q_len=Q, causal=causal)
+        keep = keep_mask(s, w, Q, causal=causal)
     bias = torch.where(keep, s.to(q.dtype)[:, :, None, :], float("-inf"))       # [B, Hkv, Q, K]
     return F.scaled_dot_product_attention(q, expand_kv(k, Hq), expand_kv(v, Hq),
                                           attn_mask=expand_kv(bias, Hq), scale=scale)
