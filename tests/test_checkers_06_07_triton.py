@@ -1,0 +1,55 @@
+"""The Triton exercises of notebooks 06 (the DMA forward over gathered unions) and 07 (the
+key-major dK, dV, ds pass): each checker passes its reference solution, rejects the unsolved
+stub, plausible wrong kernels, and bypasses (torch doing the work from inside the kernel, the
+package's jit helpers under an alias, the package's own kernel object). Solutions and wrong
+kernels: tests/triton_solutions_06_07.py."""
+
+from __future__ import annotations
+
+import pytest
+import triton_solutions_06_07 as sol
+from checker_harness import assert_solution_passes, assert_wrong_answers_fail
+
+from dma_ref.check import nb06, nb07
+
+CASES = [
+    (nb06.check_dma_forward_kernel, sol.fwd_stub, sol.fwd_ok,
+     [sol.fwd_top_left, sol.fwd_interleaved_heads, sol.fwd_no_nan_guard, sol.fwd_unmasked_list]),
+    (nb07.check_key_major_backward, sol.km_stub, sol.km_ok,
+     [sol.km_one_head, sol.km_rows_as_positions, sol.km_delta_from_tile, sol.km_no_lse_guard]),
+]
+IDS = [c[0].__name__ for c in CASES]
+BYPASSES = [
+    (nb06.check_dma_forward_kernel, sol.fwd_by_torch, "called torch"),
+    (nb06.check_dma_forward_kernel, sol.fwd_by_package_helper, "the package's keep_pairs"),
+    (nb06.check_dma_forward_kernel, sol.fwd_package_kernel(), "the package's kernel"),
+    (nb07.check_key_major_backward, sol.km_by_torch, "called torch"),
+    (nb07.check_key_major_backward, sol.km_by_package_helper, "the package's keep_pairs"),
+    (nb07.check_key_major_backward, sol.km_package_kernel(), "the package's kernel"),
+]
+
+
+@pytest.mark.parametrize("checker, stub, solution, wrongs", CASES, ids=IDS)
+def test_stub_fails(checker, stub, solution, wrongs):
+    # The notebook's stub is a kernel with an empty body: it stores nothing.
+    result = checker(stub)
+    assert not result and "not attempted" in result.message
+    with pytest.raises(AssertionError, match="not attempted"):
+        checker(stub, strict=True)
+
+
+@pytest.mark.parametrize("checker, stub, solution, wrongs", CASES, ids=IDS)
+def test_wrong_answers_fail(checker, stub, solution, wrongs, rng):
+    assert_wrong_answers_fail(checker, wrongs, rng)
+
+
+@pytest.mark.parametrize("checker, stub, solution, wrongs", CASES, ids=IDS)
+def test_correct_solution_passes(checker, stub, solution, wrongs, rng):
+    assert_solution_passes(checker, solution, rng)
+
+
+@pytest.mark.parametrize("checker, bypass, message", BYPASSES,
+                         ids=[f"{c.__name__}-{i}" for i, (c, _, _) in enumerate(BYPASSES)])
+def test_bypass_fails(checker, bypass, message):
+    result = checker(bypass, seed=0)
+    assert not result and message in result.message and result.seed == 0
