@@ -93,3 +93,18 @@ def test_mqar_tables_match_their_records(name, anchor):
     ("7%", 0.0677, True), ("30 s", 29.5, True), ("30 s", 31.0, False)])
 def test_agrees_rounds_as_printed(printed, value, ok):
     assert agrees(printed, value) is ok
+
+
+def test_paper_table_matches_its_records():
+    """The README's table of the paper's comparison: perplexity and passkey per method."""
+    ppl = json.loads((FIGURES / "paper" / "perplexity.json").read_text())["results"]
+    pk = json.loads((FIGURES / "paper" / "passkey.json").read_text())["results"]
+    rows = table_after("### The paper's comparison at CPU scale")
+    assert [r[0] for r in rows] == ["mha", "swa", "mla", "nsa", "dma"]
+    for m, params, kflops, loss, perplexity, within, beyond in rows:
+        assert int(params) == ppl[m]["params"], m
+        assert agrees(kflops, ppl[m]["flops_per_token"] / 1e3), (m, kflops)
+        assert agrees(loss, ppl[m]["val_loss"]), (m, loss)
+        assert agrees(perplexity, ppl[m]["perplexity"]), (m, perplexity)
+        assert agrees(within, pk[m]["mean_within_train_len"]), (m, within)
+        assert agrees(beyond, pk[m]["mean_beyond_train_len"]), (m, beyond)

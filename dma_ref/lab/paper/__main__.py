@@ -1,6 +1,7 @@
 """Run the paper experiments and record them under ``figures/paper/``.
 
     python -m dma_ref.lab.paper all              # perplexity, passkey, mqar (about an hour, 2 cores)
+    python -m dma_ref.lab.paper all --jobs 2 --threads 1   # two runs at a time, one core each
     python -m dma_ref.lab.paper passkey --resume # skip the methods already recorded
     python -m dma_ref.lab.paper all --smoke --out /tmp/paper   # a seconds-long slice (CI)
     python -m dma_ref.lab.paper all --figures-only               # redraw from the records
@@ -36,6 +37,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (1 avoids oversubscription when other jobs share the cores)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="training runs at a time, each in its own process with --threads threads "
+                        "(default 1); e.g. --jobs 2 --threads 1 on 2 cores")
     p.add_argument("--no-figures", action="store_true")
     p.add_argument("--figures-only", action="store_true",
                    help="redraw the figures from the records in --out; train nothing")
@@ -48,7 +52,8 @@ def main(argv: list[str] | None = None) -> dict:
         mod = EXPERIMENTS[name]
         cfg = mod.smoke_config() if args.smoke else DEFAULTS[name]()
         record = (load_record(name, args.out) if args.figures_only else
-                  mod.run(cfg, out=args.out, resume=args.resume, progress=not args.no_progress))
+                  mod.run(cfg, out=args.out, resume=args.resume, progress=not args.no_progress,
+                          jobs=args.jobs, threads=args.threads))
         if not args.no_figures:
             from ...viz.paper import save_experiment_figures
             save_experiment_figures(name, record, args.out)

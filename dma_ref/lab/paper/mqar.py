@@ -8,12 +8,12 @@ width). Accuracy: the share of held-out queries answered right (chance 2/V).
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from ..train import TrainConfig, train
-from .records import METHODS, save_record, start_record
+from .jobs import run_methods
+from .records import METHODS, start_record
 
 WINDOWLESS = ("mha", "mla")
 
@@ -24,10 +24,10 @@ class MQARGrid:
     pairs_divisor: int = 8                     # P = N / pairs_divisor
     window_fractions: tuple[float, ...] = (0.5, 1.0)   # w = P * f: w < P and w = P
     widths: tuple[int, ...] = (32, 64)
-    train: dict = field(default_factory=lambda: {"steps": 250, "batch_size": 16,
-                                                 "mix_divisors": (2,), "window_hold": 100,
-                                                 "window_anneal": 60, "eval_every": 50,
-                                                 "eval_size": 128})
+    train: dict = field(default_factory=lambda: {"steps": 900, "batch_size": 32,
+                                                 "mix_divisors": (2,), "window_hold": 400,
+                                                 "window_anneal": 200, "eval_every": 100,
+                                                 "eval_size": 256})
     seed: int = 0
 
 
@@ -61,27 +61,31 @@ def train_config(grid: MQARGrid, cell: dict) -> TrainConfig:
                           "d_model": cell["d_model"], "seed": grid.seed})
 
 
-def run(grid: MQARGrid, *, methods=METHODS, out: Path | None = None, resume: bool = False,
-        progress: bool = True) -> dict:
-    """Train every cell; ``results[attn][key] = {"accuracy", "seq_len", "pairs", "window",
-    "d_model", "params", "seconds", "curve"}``, saved after each run."""
-    from tqdm.auto import tqdm
+def cost(cell: dict) -> float:
+    """A run's relative CPU time (measured on one core: NSA's three branches cost ~4x)."""
+    return cell["seq_len"] * cell["d_model"] * (4.0 if cell["attn"] == "nsa" else 1.0)
 
+
+def train_cell(grid: MQARGrid, cell: dict, progress: bool = False) -> dict:
+    """Train one cell of the grid; its entry of ``results[attn][key]``."""
+    res = train(train_config(grid, cell), progress=progress, time_every=0)
+    return {**{k: cell[k] for k in ("seq_len", "pairs", "window", "d_model")},
+            "accuracy": res["accuracy"], "params": res["params"], "seconds": res["seconds"],
+            "curve": res["curve"]}
+
+
+def run(grid: MQARGrid, *, methods=METHODS, out: Path | None = None, resume: bool = False,
+        progress: bool = True, jobs: int = 1, threads: int | None = None) -> dict:
+    """Train every cell (``jobs`` at a time, see ``jobs.map_runs``); ``results[attn][key] =
+    {"accuracy", "seq_len", "pairs", "window", "d_model", "params", "seconds", "curve"}``, saved
+    after each run."""
     record = start_record("mqar", asdict(grid), grid.seed, out, resume)
     record["recipe"] = asdict(train_config(grid, cells(grid, methods)[0]))
-    todo = cells(grid, methods)
-    for cell in tqdm(todo, desc="mqar grid", disable=not progress):
-        done = record["results"].setdefault(cell["attn"], {})
-        if cell["key"] in done:
-            continue
-        t0 = time.perf_counter()
-        res = train(train_config(grid, cell), progress=progress, time_every=0)
-        done[cell["key"]] = {**{k: cell[k] for k in ("seq_len", "pairs", "window", "d_model")},
-                             "accuracy": res["accuracy"], "params": res["params"],
-                             "seconds": res["seconds"], "curve": res["curve"]}
-        record["wall_seconds"] += time.perf_counter() - t0
-        save_record(record, out)
-    return record
+    todo = [c for c in cells(grid, methods) if c["key"] not in record["results"].get(c["attn"], {})]
+    todo.sort(key=cost, reverse=True)         # the longest runs first: the workers finish together
+    return run_methods(record, train_cell, [(grid, c, progress and jobs == 1) for c in todo],
+                       [(c["attn"], c["key"]) for c in todo], out=out, jobs=jobs, threads=threads,
+                       progress=progress)
 
 
 def smoke_config(grid: MQARGrid | None = None) -> MQARGrid:

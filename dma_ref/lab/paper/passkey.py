@@ -18,7 +18,6 @@ convolution, no MLP) and its window curriculum.
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -27,7 +26,8 @@ import torch
 from ...nn import ModelConfig, TinyLM
 from ..tasks import IGNORE
 from .fit import FitConfig, fit
-from .records import METHODS, save_record, start_record
+from .jobs import run_methods
+from .records import METHODS, start_record
 
 KEY, ASK, FIRST_FILLER = 10, 11, 12
 
@@ -115,11 +115,9 @@ def model_config(cfg: PasskeyConfig, attn: str) -> ModelConfig:
                        conv_kernel=cfg.conv_kernel, mlp=False)
 
 
-def run(cfg: PasskeyConfig, *, methods=METHODS, out: Path | None = None, resume: bool = False,
-        progress: bool = True) -> dict:
-    """Train every method at ``train_len`` and score the grid; saved after each method."""
-    record = start_record("passkey", asdict(cfg), cfg.seed, out, resume)
-    record["lengths"] = eval_lengths(cfg)
+def train_method(cfg: PasskeyConfig, attn: str, progress: bool = False) -> dict:
+    """Train one method at ``train_len`` and score the grid; its entry of ``results[attn]``."""
+    lengths = eval_lengths(cfg)
     held = passkey_batch(4 * cfg.eval_n, cfg.train_len, digits=cfg.digits,
                          vocab_size=cfg.vocab_size, generator=torch.Generator().manual_seed(
                              cfg.seed + 20_000))
@@ -131,22 +129,24 @@ def run(cfg: PasskeyConfig, *, methods=METHODS, out: Path | None = None, resume:
     schedule = FitConfig(steps=cfg.steps, seq_len=cfg.train_len, window=cfg.window, lr=cfg.lr,
                          window_hold=cfg.window_hold, window_anneal=cfg.window_anneal,
                          eval_every=cfg.eval_every, seed=cfg.seed)
-    for attn in methods:
-        if attn in record["results"]:
-            continue
-        t0 = time.perf_counter()
-        res = fit(model_config(cfg, attn), schedule, draw,
-                  lambda m: {"exact_match": exact_match(m, *held)},
-                  desc=f"passkey {attn}", progress=progress)
-        grid = score_grid(res["model"], cfg)
-        record["results"][attn] = {
-            "grid": grid, "train_exact_match": res["final"]["exact_match"],
-            "mean_within_train_len": mean_rows(grid, record["lengths"], cfg.train_len, longer=False),
-            "mean_beyond_train_len": mean_rows(grid, record["lengths"], cfg.train_len, longer=True),
+    res = fit(model_config(cfg, attn), schedule, draw,
+              lambda m: {"exact_match": exact_match(m, *held)},
+              desc=f"passkey {attn}", progress=progress)
+    grid = score_grid(res["model"], cfg)
+    return {"grid": grid, "train_exact_match": res["final"]["exact_match"],
+            "mean_within_train_len": mean_rows(grid, lengths, cfg.train_len, longer=False),
+            "mean_beyond_train_len": mean_rows(grid, lengths, cfg.train_len, longer=True),
             "params": res["params"], "seconds": res["seconds"], "curve": res["curve"]}
-        record["wall_seconds"] += time.perf_counter() - t0
-        save_record(record, out)
-    return record
+
+
+def run(cfg: PasskeyConfig, *, methods=METHODS, out: Path | None = None, resume: bool = False,
+        progress: bool = True, jobs: int = 1, threads: int | None = None) -> dict:
+    """Train every method (``jobs`` at a time) and score the grid; saved after each method."""
+    record = start_record("passkey", asdict(cfg), cfg.seed, out, resume)
+    record["lengths"] = eval_lengths(cfg)
+    todo = [a for a in methods if a not in record["results"]]
+    return run_methods(record, train_method, [(cfg, a, progress and jobs == 1) for a in todo],
+                       todo, out=out, jobs=jobs, threads=threads, progress=progress)
 
 
 def mean_rows(grid: list[list[float]], lengths: list[int], train_len: int, *, longer: bool) -> float:

@@ -13,7 +13,6 @@ perplexity, bits per byte, FLOPs per token, and the loss curve against training 
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -22,7 +21,8 @@ import torch
 from ...nn import ModelConfig
 from ..train.loop import lm_loss
 from .fit import FitConfig, fit
-from .records import METHODS, save_record, start_record
+from .jobs import run_methods
+from .records import METHODS, start_record
 from .sizing import equal_params, flops_per_token
 
 
@@ -79,14 +79,16 @@ def model_config(cfg: PerplexityConfig, attn: str) -> ModelConfig:
     return equal_params(base, attn)
 
 
-def run(cfg: PerplexityConfig, *, methods=METHODS, out: Path | None = None, resume: bool = False,
-        progress: bool = True) -> dict:
-    """Train and evaluate every method; the record is saved after each (see records)."""
-    record = start_record("perplexity", asdict(cfg), cfg.seed, out, resume)
+def corpus_info(cfg: PerplexityConfig) -> dict:
+    train_data, val_data = split(corpus_bytes(), cfg.held_out)
+    return {"source": "pydoc_data.topics (CPython)", "bytes": len(train_data) + len(val_data),
+            "train_bytes": len(train_data), "validation_bytes": len(val_data)}
+
+
+def train_method(cfg: PerplexityConfig, attn: str, progress: bool = False) -> dict:
+    """Train and evaluate one method; its entry of ``results[attn]``."""
     train_data, val_data = split(corpus_bytes(), cfg.held_out)
     vx, vy = validation_set(val_data, cfg.eval_seqs, cfg.seq_len)
-    record["corpus"] = {"source": "pydoc_data.topics (CPython)", "bytes": len(train_data) + len(val_data),
-                        "train_bytes": len(train_data), "validation_bytes": len(val_data)}
 
     def draw(g: torch.Generator):
         starts = torch.randint(0, len(train_data) - cfg.seq_len - 1, (cfg.batch_size,), generator=g)
@@ -99,23 +101,25 @@ def run(cfg: PerplexityConfig, *, methods=METHODS, out: Path | None = None, resu
 
     schedule = FitConfig(steps=cfg.steps, seq_len=cfg.seq_len, window=cfg.window, lr=cfg.lr,
                          eval_every=cfg.eval_every, seed=cfg.seed)
-    for attn in methods:
-        if attn in record["results"]:
-            continue
-        mcfg = model_config(cfg, attn)
-        t0 = time.perf_counter()
-        res = fit(mcfg, schedule, draw, evaluate, desc=f"perplexity {attn}", progress=progress)
-        fpt = flops_per_token(mcfg, cfg.seq_len)
-        loss = res["final"]["val_loss"]
-        record["results"][attn] = {
-            "val_loss": loss, "perplexity": math.exp(loss), "bits_per_byte": loss / math.log(2),
+    mcfg = model_config(cfg, attn)
+    res = fit(mcfg, schedule, draw, evaluate, desc=f"perplexity {attn}", progress=progress)
+    fpt = flops_per_token(mcfg, cfg.seq_len)
+    loss = res["final"]["val_loss"]
+    return {"val_loss": loss, "perplexity": math.exp(loss), "bits_per_byte": loss / math.log(2),
             "params": res["params"], "mlp_hidden": mcfg.mlp_hidden, "flops_per_token": fpt,
             "train_flops": 3 * fpt * res["final"]["tokens"], "tokens": res["final"]["tokens"],
             "seconds": res["seconds"],
             "curve": [{**p, "train_flops": 3 * fpt * p["tokens"]} for p in res["curve"]]}
-        record["wall_seconds"] += time.perf_counter() - t0
-        save_record(record, out)
-    return record
+
+
+def run(cfg: PerplexityConfig, *, methods=METHODS, out: Path | None = None, resume: bool = False,
+        progress: bool = True, jobs: int = 1, threads: int | None = None) -> dict:
+    """Train and evaluate every method (``jobs`` at a time); the record is saved after each."""
+    record = start_record("perplexity", asdict(cfg), cfg.seed, out, resume)
+    record["corpus"] = corpus_info(cfg)
+    todo = [a for a in methods if a not in record["results"]]
+    return run_methods(record, train_method, [(cfg, a, progress and jobs == 1) for a in todo],
+                       todo, out=out, jobs=jobs, threads=threads, progress=progress)
 
 
 def smoke_config(cfg: PerplexityConfig | None = None) -> PerplexityConfig:
