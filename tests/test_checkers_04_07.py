@@ -1,5 +1,5 @@
-"""Every checker of notebooks 04-07: fails on the unsolved stub, fails on plausible wrong
-answers, passes on a correct solution (the solutions live here, not in the package)."""
+"""Every checker of notebooks 06-07 (notebook 04: test_checkers_04.py): fails on the unsolved
+stub, fails on plausible wrong answers, passes on a correct solution (the solutions live here, not in the package)."""
 
 from __future__ import annotations
 
@@ -11,24 +11,11 @@ from checker_harness import (
     assert_wrong_answers_fail,
 )
 
-from dma_ref.check import nb04, nb06, nb07
+from dma_ref.check import nb06, nb07
 
 # ---------------------------------------------------------------------------------------------
 # Correct solutions
 # ---------------------------------------------------------------------------------------------
-
-def update_ok(m, l, acc, x, v):
-    m_new = torch.maximum(m, x.max(-1).values)
-    ref = torch.where(m_new == float("-inf"), torch.zeros_like(m_new), m_new)
-    alpha = torch.exp(m - ref)
-    P = torch.exp(x - ref[:, None])
-    return m_new, alpha * l + P.sum(-1), alpha[:, None] * acc + P @ v
-
-
-def union_size_ok(e, p_min, p_max):
-    j = torch.arange(len(e))
-    return int(((j <= p_max) & (e > torch.clamp(j, min=p_min))).sum())
-
 
 def keep_ok(i, j, e_j, Q, K):
     p = (K - Q + i)[:, None]
@@ -59,40 +46,6 @@ def ds_accumulate_ok(ds, dS, idx):
 # ---------------------------------------------------------------------------------------------
 # Plausible wrong answers
 # ---------------------------------------------------------------------------------------------
-
-def update_no_rescale(m, l, acc, x, v):
-    m_new = torch.maximum(m, x.max(-1).values)
-    ref = torch.where(m_new == float("-inf"), torch.zeros_like(m_new), m_new)
-    P = torch.exp(x - ref[:, None])
-    return m_new, l + P.sum(-1), acc + P @ v            # forgets alpha = exp(m - m_new)
-
-
-def update_nan_on_masked_rows(m, l, acc, x, v):
-    m_new = torch.maximum(m, x.max(-1).values)
-    alpha = torch.exp(m - m_new)                         # -inf - (-inf) = NaN
-    P = torch.exp(x - m_new[:, None])
-    return m_new, alpha * l + P.sum(-1), alpha[:, None] * acc + P @ v
-
-
-def update_tile_max_only(m, l, acc, x, v):
-    m_tile = x.max(-1).values
-    m_new = torch.maximum(m, m_tile)
-    ref = torch.where(m_new == float("-inf"), torch.zeros_like(m_new), m_new)
-    ref_t = torch.where(m_tile == float("-inf"), torch.zeros_like(m_tile), m_tile)
-    alpha = torch.exp(m - ref)
-    P = torch.exp(x - ref_t[:, None])                    # exponentiates against the tile max
-    return m_new, alpha * l + P.sum(-1), alpha[:, None] * acc + P @ v
-
-
-def union_size_no_admission_test(e, p_min, p_max):
-    j = torch.arange(len(e))
-    return int(((j <= p_max) & (e > p_min)).sum())     # counts keys that were never admitted
-
-
-def union_size_last_row(e, p_min, p_max):
-    j = torch.arange(len(e))
-    return int(((j <= p_max) & (e > p_max)).sum())     # only the keys of the block's last row
-
 
 def keep_top_left(i, j, e_j, Q, K):
     p = i[:, None]                                       # forgets the K - Q offset
@@ -139,21 +92,12 @@ def ds_rows_only(ds, dS, idx):
     return ds
 
 
-def union_size_package(e, p_min, p_max):
-    from dma_ref import tiling
-    return len(tiling.union_keys(e, p_min, p_max))
-
-
 def union_lists_package(e, block_m, Q):
     from dma_ref import tiling
     return tiling.union_index_lists(e, block_m, Q)
 
 
 CASES = [
-    (nb04.check_online_softmax_update, update_ok,
-     [update_no_rescale, update_nan_on_masked_rows, update_tile_max_only]),
-    (nb04.check_union_size, union_size_ok, [union_size_no_admission_test, union_size_last_row,
-                                                  union_size_package]),
     (nb06.check_keep_test, keep_ok, [keep_top_left, keep_causal_only, keep_inclusive_end]),
     (nb06.check_union_lists, union_lists_ok, [union_lists_no_leading_zero, union_lists_top_left,
                                                     union_lists_package]),
