@@ -181,3 +181,44 @@ def plot_gqa_packing(G: int = 4, block_m: int = 4, block_n: int = 4):
     ax.set_title(f"GQA packing: G = {G} query heads share each gathered K/V chunk (BN = {block_n} keys)")
     fig.tight_layout()
     return fig
+
+
+def key_major_rows(e: torch.Tensor, Q: int, block_n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The query rows a key-major program must visit: int64 ``(lo, hi)`` ``[cdiv(K, block_n)]``.
+
+    e ``[K]`` (one head's lifetimes); row i sits at position ``K - Q + i``. Key j is kept by the
+    positions ``[j, e_j)``, so the block of keys ``[j0, j0 + block_n)`` is read by rows
+    ``[max(j0 - (K - Q), 0), min(max_j e_j - (K - Q), Q))`` (empty when ``lo >= hi``).
+    """
+    K = e.shape[-1]
+    j0 = torch.arange(0, K, block_n)
+    e_max = torch.stack([e[a:a + block_n].max() for a in j0.tolist()]).cpu()
+    lo = torch.clamp(j0 - (K - Q), min=0)
+    hi = torch.clamp(e_max - (K - Q), max=Q)
+    return lo, torch.maximum(hi, lo)
+
+
+def plot_key_major_rows(e: torch.Tensor, Q: int, block_n: int):
+    """One head's kept pairs ``[Q, K]`` (rows at positions ``K - Q + i``) with, for every block
+    of ``block_n`` keys, the contiguous row range its key-major program walks (``key_major_rows``),
+    and the share of visited pairs that are kept."""
+    K = e.shape[-1]
+    mask = mask_from_lifetimes(e[None, None])[0, 0, K - Q:].cpu().numpy()
+    lo, hi = key_major_rows(e, Q, block_n)
+    fig, ax = plt.subplots(figsize=(7.5, 7.5 * Q / K + 1.2))
+    ax.imshow(mask, cmap=ListedColormap(["#ffffff", "#2b6cb0"]), interpolation="nearest",
+              extent=(0, K, Q, 0))
+    visited = 0
+    for b, (a, z) in enumerate(zip(lo.tolist(), hi.tolist())):
+        width = min(block_n, K - b * block_n)
+        visited += width * (z - a)
+        ax.add_patch(Rectangle((b * block_n, a), width, z - a, fill=False, ec="#d62728", lw=1.5))
+        ax.text(b * block_n + width / 2, a + 0.3, f"{z - a} rows", ha="center", va="top",
+                fontsize=7, color="#d62728")
+    kept = int(mask.sum())
+    ax.set_xlabel("key j")
+    ax.set_ylabel(f"query row i (position {K - Q} + i)")
+    ax.set_title(f"key-major: each block of {block_n} keys walks the rows [lo, hi) of its "
+                 f"lifetimes (red);\n{kept} kept pairs of {visited} visited "
+                 f"({100 * kept / max(visited, 1):.0f}%)", fontsize=10)
+    return fig
