@@ -1,5 +1,6 @@
 """Every checker of notebooks 00-03: fails on the unsolved stub, fails on a plausible wrong
-answer, passes on a correct solution (the solutions live here, not in the package)."""
+answer or a call to the package's own solution, passes on the solved notebook's solution
+(``dma_ref.course.solutions``: each solution is written once, in course/source/)."""
 
 from __future__ import annotations
 
@@ -15,90 +16,15 @@ from checker_harness import (
 
 import dma_ref
 from dma_ref.check import nb00, nb01, nb02, nb03
+from dma_ref.course import solutions
 
 # ---------------------------------------------------------------------------------------------
-# Correct solutions
+# Correct solutions: the solved notebooks' own (course/source/NN_*.ipynb), written once there
 # ---------------------------------------------------------------------------------------------
 
-def sliding_window_ok(N, window):
-    p = torch.arange(N)[:, None]
-    j = torch.arange(N)[None, :]
-    return (j <= p) & (p - j < window)
-
-
-def kept_keys_ok(s, window, p):
-    past = s[: p + 1]
-    # rank by (s_j, j) descending: sort key tuples in Python
-    order = sorted(range(p + 1), key=lambda j: (past[j].item(), j), reverse=True)
-    return sorted(order[:window])
-
-
-def stable_softmax_ok(x):
-    z = x - x.max(dim=-1, keepdim=True).values
-    e = torch.exp(z)
-    return e / e.sum(dim=-1, keepdim=True)
-
-
-def causal_mask_ok(Q, K):
-    return torch.arange(K)[None, :] <= torch.arange(K - Q, K)[:, None]
-
-
-def gqa_ok(q, k, v):
-    G = q.shape[1] // k.shape[1]
-    k = k.repeat_interleave(G, dim=1)
-    v = v.repeat_interleave(G, dim=1)
-    p = stable_softmax_ok(q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5)
-    return p @ v
-
-
-def scores_ok(v, delta, A):
-    B, Hkv, K, D = v.shape
-    x = v.permute(0, 2, 1, 3).reshape(B, K, Hkv * D) @ delta      # [B, K, Hkv]
-    return torch.exp(A * F.softplus(x)).transpose(1, 2)
-
-
-def row_mask_ok(s, window):
-    B, H, K = s.shape
-    out = torch.zeros(B, H, K, K, dtype=torch.bool)
-    for b in range(B):
-        for h in range(H):
-            for p in range(K):
-                order = sorted(range(p + 1), key=lambda j: (s[b, h, j].item(), j), reverse=True)
-                out[b, h, p, order[:window]] = True
-    return out
-
-
-def lifetimes_ok(s, window):
-    keep = row_mask_ok(s, window)                                  # [B, H, K, K]
-    K = s.shape[-1]
-    j = torch.arange(K)
-    return j + keep.sum(-2)          # kept rows of column j are the contiguous run j .. e_j - 1
-
-
-def naive_dma_ok(q, k, v, s, window, mode):
-    from dma_ref import dma_mask
-    Hq, Hkv = q.shape[1], k.shape[1]
-    G = Hq // Hkv
-    keep = dma_mask(s, window, q_len=q.shape[2], mode=mode).repeat_interleave(G, 1)
-    logits = q @ k.repeat_interleave(G, 1).transpose(-1, -2) * q.shape[-1] ** -0.5
-    logits = logits + s.repeat_interleave(G, 1)[:, :, None, :]
-    logits = logits.masked_fill(~keep, float("-inf"))
-    m = logits.max(-1, keepdim=True).values
-    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
-    e = torch.exp(logits - m)
-    denom = e.sum(-1, keepdim=True)
-    p = e / torch.where(denom > 0, denom, torch.ones_like(denom))
-    return p @ v.repeat_interleave(G, 1)
-
-
-def dead_keys_ok(s, window, mode):
-    from dma_ref import dma_mask
-    return ~dma_mask(s, window, mode=mode).any(-2)
-
-
-def score_grad_ok(dlogits, Hkv):
-    B, Hq, Q, K = dlogits.shape
-    return dlogits.reshape(B, Hkv, Hq // Hkv, Q, K).sum((2, 3))
+S00, S01, S02, S03 = (solutions(n) for n in ("00", "01", "02", "03"))
+sliding_window_ok = S00.sliding_window_mask      # (tests/test_grade.py pastes these two)
+kept_keys_ok = S00.kept_keys
 
 
 # ---------------------------------------------------------------------------------------------
@@ -138,7 +64,7 @@ def gqa_wrong_grouping(q, k, v):
     G = q.shape[1] // k.shape[1]
     k = k.repeat(1, G, 1, 1)         # head h reads KV head h % Hkv instead of h // G
     v = v.repeat(1, G, 1, 1)
-    return stable_softmax_ok(q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5) @ v
+    return S01.stable_softmax(q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5) @ v
 
 
 def scores_no_softplus(v, delta, A):
@@ -167,8 +93,16 @@ def row_mask_earlier_wins(s, window):
     return out
 
 
-def lifetimes_last_kept(s, window):
-    return lifetimes_ok(s, window) - 1            # the last keeping position, not the first drop
+def lifetimes_length(e, window):
+    return (e - torch.arange(len(e))).float()      # how long a key lives, not when it goes
+
+
+def lifetimes_negated(e, window):
+    return -e.float()                               # the order reversed
+
+
+def lifetimes_as_ints(e, window):
+    return e                                        # the right order, but not float scores
 
 
 def naive_dma_without_bias(q, k, v, s, window, mode):
@@ -223,9 +157,15 @@ def row_mask_package(s, window):
     return dma_ref.dma_mask(s, window)
 
 
-def lifetimes_package(s, window):
-    from dma_ref.lifetimes import key_lifetimes
-    return key_lifetimes(s, window)
+def lifetimes_search(e, window):
+    """Tries random scores until the package's lifetimes agree: switched off by the checker."""
+    from dma_ref import key_lifetimes
+    g = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        s = torch.randn(len(e), generator=g)
+        if torch.equal(key_lifetimes(s[None, None], window)[0, 0], e):
+            return s
+    return s
 
 
 def naive_dma_package(q, k, v, s, window, mode):
@@ -233,20 +173,21 @@ def naive_dma_package(q, k, v, s, window, mode):
 
 
 CASES = [
-    (nb00.check_sliding_window, sliding_window_ok, [sliding_window_off_by_one]),
-    (nb00.check_kept_keys, kept_keys_ok, [kept_keys_topk, kept_keys_not_causal,
+    (nb00.check_sliding_window, S00.sliding_window_mask, [sliding_window_off_by_one]),
+    (nb00.check_kept_keys, S00.kept_keys, [kept_keys_topk, kept_keys_not_causal,
                                                 kept_keys_package]),
-    (nb01.check_stable_softmax, stable_softmax_ok, [softmax_naive, softmax_library, softmax_special,
+    (nb01.check_stable_softmax, S01.stable_softmax, [softmax_naive, softmax_library, softmax_special,
                                                      softmax_from_log_softmax]),
-    (nb01.check_causal_mask, causal_mask_ok, [causal_mask_top_left]),
-    (nb01.check_gqa_attention, gqa_ok, [gqa_wrong_grouping]),
-    (nb02.check_scores, scores_ok, [scores_no_softplus, scores_package]),
-    (nb02.check_row_mask, row_mask_ok, [row_mask_topk, row_mask_earlier_wins, row_mask_package]),
-    (nb02.check_lifetimes, lifetimes_ok, [lifetimes_last_kept, lifetimes_package]),
-    (nb03.check_naive_dma, naive_dma_ok, [naive_dma_without_bias, naive_dma_nan_rows,
+    (nb01.check_causal_mask, S01.causal_mask, [causal_mask_top_left]),
+    (nb01.check_gqa_attention, S01.gqa_attention, [gqa_wrong_grouping]),
+    (nb02.check_scores, S02.scores, [scores_no_softplus, scores_package]),
+    (nb02.check_row_mask, S02.row_mask, [row_mask_topk, row_mask_earlier_wins, row_mask_package]),
+    (nb02.check_lifetimes, S02.scores_from_lifetimes, [lifetimes_length, lifetimes_negated,
+                                                         lifetimes_as_ints, lifetimes_search]),
+    (nb03.check_naive_dma, S03.naive_dma, [naive_dma_without_bias, naive_dma_nan_rows,
                                           naive_dma_package]),
-    (nb03.check_dead_keys, dead_keys_ok, [dead_keys_global_set]),
-    (nb03.check_score_grad, score_grad_ok, [score_grad_mean, score_grad_modulo_groups]),
+    (nb03.check_dead_keys, S03.dead_keys, [dead_keys_global_set]),
+    (nb03.check_score_grad, S03.score_grad, [score_grad_mean, score_grad_modulo_groups]),
 ]
 IDS = [c[0].__name__ for c in CASES]
 
@@ -289,6 +230,6 @@ def test_checkers_leave_global_rng_alone():
     torch.manual_seed(123)
     a = torch.rand(3)
     torch.manual_seed(123)
-    nb02.check_row_mask(row_mask_ok)
-    nb00.check_kept_keys(kept_keys_ok)
+    nb02.check_row_mask(S02.row_mask)
+    nb00.check_kept_keys(S00.kept_keys)
     torch.testing.assert_close(torch.rand(3), a)

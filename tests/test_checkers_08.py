@@ -1,20 +1,16 @@
-"""The checkers of notebook 08 fail on the stub and on plausible wrong answers, pass on a
-correct solution."""
+"""The checkers of notebook 08 fail on the stub, on plausible wrong answers and on a call to the
+package's own counts, and pass on the solved notebook's solutions (``dma_ref.course``)."""
 
 from __future__ import annotations
 
 import pytest
-import torch
+from checker_harness import assert_solution_passes, assert_stub_fails, assert_wrong_answers_fail
 
+from dma_ref import flops
 from dma_ref.check import nb08
+from dma_ref.course import solutions
 
-
-def stub(*args, **kwargs):
-    raise NotImplementedError
-
-
-def causal_flops_ok(N, D, H):
-    return 4 * D * H * N * (N + 1) // 2
+S08 = solutions("08")
 
 
 def causal_flops_no_diagonal(N, D, H):
@@ -25,8 +21,8 @@ def causal_flops_one_matmul(N, D, H):
     return 2 * D * H * N * (N + 1) // 2
 
 
-def crossover_ok(w, BM):
-    return 4 * (w + BM) - 1
+def causal_flops_package(N, D, H):
+    return flops.attention_flops(flops.causal_pairs(N), D, H)
 
 
 def crossover_off_by_one(w, BM):
@@ -37,25 +33,34 @@ def crossover_equal_work(w, BM):
     return 2 * (w + BM) - 1            # where DMA work equals dense, not half of it
 
 
-@pytest.mark.parametrize("check, fn", [
-    (nb08.check_causal_flops, stub),
-    (nb08.check_causal_flops, causal_flops_no_diagonal),
-    (nb08.check_causal_flops, causal_flops_one_matmul),
-    (nb08.check_crossover, stub),
-    (nb08.check_crossover, crossover_off_by_one),
-    (nb08.check_crossover, crossover_equal_work),
-])
-def test_checker_rejects(check, fn, rng):
-    for seed in torch.randint(0, 2**31 - 1, (3,), generator=rng).tolist():
-        assert not check(fn, strict=False, seed=seed)
-    with pytest.raises(AssertionError):
-        check(fn, strict=True)
+def crossover_package(w, BM):
+    return flops.crossover_n(w, BM)
 
 
-@pytest.mark.parametrize("check, fn", [
-    (nb08.check_causal_flops, causal_flops_ok),
-    (nb08.check_crossover, crossover_ok),
-])
-def test_checker_accepts(check, fn, rng):
-    for seed in torch.randint(0, 2**31 - 1, (3,), generator=rng).tolist():
-        assert check(fn, strict=True, seed=seed)
+CASES = [
+    (nb08.check_causal_flops, S08.causal_attention_flops,
+     [causal_flops_no_diagonal, causal_flops_one_matmul, causal_flops_package]),
+    (nb08.check_crossover, S08.crossover_length,
+     [crossover_off_by_one, crossover_equal_work, crossover_package]),
+]
+IDS = [c[0].__name__ for c in CASES]
+
+
+@pytest.mark.parametrize("checker, solution, wrongs", CASES, ids=IDS)
+def test_stub_fails(checker, solution, wrongs):
+    assert_stub_fails(checker)
+
+
+@pytest.mark.parametrize("checker, solution, wrongs", CASES, ids=IDS)
+def test_wrong_answers_fail(checker, solution, wrongs, rng):
+    assert_wrong_answers_fail(checker, wrongs, rng)
+
+
+@pytest.mark.parametrize("checker, solution, wrongs", CASES, ids=IDS)
+def test_correct_solution_passes(checker, solution, wrongs, rng):
+    assert_solution_passes(checker, solution, rng)
+
+
+def test_the_counts_work_again_after_a_check():
+    nb08.check_crossover(crossover_package)
+    assert flops.crossover_n(1024) == S08.crossover_length(1024, 128)

@@ -1,24 +1,16 @@
 """The checker of notebook 11: fails on the stub, on plausible wrong answers and on a call to the
-package's own solution; passes on correct solutions (written here, not in the package)."""
+package's own solution; passes on the solved notebook's solution (``dma_ref.course.solutions``)."""
 
 from __future__ import annotations
 
-import pytest
 import torch
+from checker_harness import assert_solution_passes, assert_stub_fails, assert_wrong_answers_fail
 
 from dma_ref.check import nb11
+from dma_ref.course import solutions
 from dma_ref.nn import cache as cache_mod
 
-
-def stub(*args, **kwargs):
-    raise NotImplementedError
-
-
-def update_ok(live_pos, live_s, new_pos, new_s, window):
-    pos = torch.cat([live_pos, new_pos]).tolist()
-    s = torch.cat([live_s, new_s]).tolist()
-    best = sorted(range(len(pos)), key=lambda i: (s[i], pos[i]), reverse=True)[:window]
-    return torch.tensor(sorted(pos[i] for i in best), dtype=torch.int64)
+S11 = solutions("11")
 
 
 def update_earlier_wins(live_pos, live_s, new_pos, new_s, window):
@@ -43,27 +35,18 @@ def update_package(live_pos, live_s, new_pos, new_s, window):
     return cache_mod.cache_update(live_pos, live_s, new_pos, new_s, window)
 
 
-def three_seeds(rng: torch.Generator) -> list[int]:
-    return [int(x) for x in torch.randint(0, 2**31 - 1, (3,), generator=rng)]
-
-
 def test_stub_fails():
-    assert not nb11.check_cache_update(stub)
-    with pytest.raises(AssertionError, match="not attempted"):
-        nb11.check_cache_update(stub, strict=True)
+    assert_stub_fails(nb11.check_cache_update)
 
 
 def test_solution_passes(rng):
-    for seed in three_seeds(rng):
-        result = nb11.check_cache_update(update_ok, strict=True, seed=seed)
-        assert result and result.seed == seed
+    assert_solution_passes(nb11.check_cache_update, S11.cache_update, rng)
 
 
-@pytest.mark.parametrize("wrong", [update_earlier_wins, update_topk, update_only_new_evicts,
-                                   update_package])
-def test_wrong_answers_fail(wrong, rng):
-    for seed in three_seeds(rng):
-        assert not nb11.check_cache_update(wrong, seed=seed)
+def test_wrong_answers_fail(rng):
+    assert_wrong_answers_fail(nb11.check_cache_update, [update_earlier_wins, update_topk,
+                                                         update_only_new_evicts, update_package],
+                              rng)
 
 
 def test_package_solution_is_restored():

@@ -1,6 +1,6 @@
-"""The Triton primer's puzzle checkers: each passes its solution (tests/primer_solutions.py),
-rejects the unsolved stub, plausible wrong kernels and bypasses (torch doing the work, the
-package's jit helpers, a non-kernel; tests/primer_wrong.py)."""
+"""The Triton primer's puzzle checkers: each passes its solution (the solved notebook's kernel,
+through tests/primer_solutions.py), rejects the unsolved stub, plausible wrong kernels and
+bypasses (torch doing the work, the package's jit helpers, a non-kernel; tests/primer_wrong.py)."""
 
 from __future__ import annotations
 

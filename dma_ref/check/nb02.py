@@ -1,11 +1,14 @@
 """Checkers for notebook 02 (the dynamic mask): scores from values, the row-mode mask with the
-tie rule, and key lifetimes."""
+tie rule, and the lifetimes read backwards (scores that give them)."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 
 import torch
+
+import dma_ref
 
 from .. import lifetimes as lifetimes_mod
 from .. import mask as mask_mod
@@ -18,6 +21,7 @@ from .core import (
     context,
     exercise,
     expect_tensor,
+    forbid,
     forbid_package,
     generator,
     resolve_seed,
@@ -90,26 +94,47 @@ def check_row_mask(fn: Callable[[torch.Tensor, int], torch.Tensor], strict: bool
     return run_checks("row-mode mask with the tie rule", trials, strict=strict, seed=seed)
 
 
+def _lifetime_cases(g: torch.Generator) -> list[tuple[torch.Tensor, int]]:
+    """``[(e, window)]``: one head's lifetimes int64 ``[K]`` for the score cases and windows
+    (w = 1, small, and w > K). The scores stay in this function: the learner's code, which runs
+    later, cannot reach them through the call stack."""
+    cases = []
+    for s in _score_cases(g):
+        for w in (1, 2, 4, s.shape[-1] + 1):
+            e = key_lifetimes(s, w)
+            cases += [(e[b, h].clone(), w) for b in range(e.shape[0]) for h in range(e.shape[1])]
+    return cases
+
+
 @exercise(points=3)
 def check_lifetimes(fn: Callable[[torch.Tensor, int], torch.Tensor], strict: bool = False, *,
                     seed: int | None = None) -> Result:
-    """``fn(s, window) -> int64 [B, Hkv, K]``: ``e_j`` with ``keep(p, j) <=> j <= p < e_j``
-    (``e_j = j`` if key j is never admitted, ``e_j = K`` if it is never evicted)."""
+    """``fn(e, window) -> float [K]``: scores whose row-mode lifetimes are ``e`` (int64 ``[K]``,
+    one head), i.e. ``key_lifetimes(scores[None, None], window)[0, 0] == e``.
+
+    Any such scores pass. While ``fn`` runs the package's lifetimes and mask functions are off,
+    so a search that tries scores until ``key_lifetimes`` agrees fails."""
     seed = resolve_seed(seed)
+    this = sys.modules[__name__]
+    message = ("find the scores by reasoning about evictions: the package's lifetimes and masks "
+               "are switched off while your function runs")
+    places = [(dma_ref, "key_lifetimes"), (lifetimes_mod, "key_lifetimes"),
+              (lifetimes_mod, "lifetimes_from_ranks"), (lifetimes_mod, "running_threshold"),
+              (dma_ref, "dma_mask"), (mask_mod, "dma_mask"), (this, "key_lifetimes"),
+              (this, "dma_mask")]
 
     def trials() -> None:
-        g = generator(seed)
-        for s in _score_cases(g):
-            for w in (1, 2, 4, s.shape[-1] + 1):
-                with forbid_package("key_lifetimes", lifetimes_mod):
-                    got = fn(s.clone(), w)
-                want = key_lifetimes(s, w)
-                expect_tensor(got, shape=tuple(want.shape))
-                bad = (got.long() != want).nonzero()
-                if bad.numel():
-                    b, h, j = bad[0].tolist()
-                    raise AssertionError(
-                        f"window={w}, K={s.shape[-1]} (seed {seed}): e_{j} should be "
-                        f"{int(want[b, h, j])}, got {int(got[b, h, j])} "
-                        "(e_j is the first position that no longer keeps j)")
-    return run_checks("key lifetimes", trials, strict=strict, seed=seed)
+        for e, w in _lifetime_cases(generator(seed)):
+            with forbid(message, *places):
+                got = fn(e.clone(), w)
+            expect_tensor(got, shape=tuple(e.shape))
+            if not got.is_floating_point():
+                raise AssertionError(f"return float scores, got {got.dtype}")
+            yours = key_lifetimes(got.detach().float()[None, None], w)[0, 0]
+            if not torch.equal(yours, e):
+                j = int((yours != e).nonzero()[0])
+                raise AssertionError(
+                    f"window={w}, e={e.tolist()} (seed {seed}): your scores give the lifetimes "
+                    f"{yours.tolist()}; key {j} should live until {int(e[j])}, not {int(yours[j])} "
+                    "(at p = e_j, which key must rank lowest?)")
+    return run_checks("scores from lifetimes", trials, strict=strict, seed=seed)

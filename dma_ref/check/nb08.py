@@ -7,11 +7,20 @@ from collections.abc import Callable
 import torch
 
 from .. import flops
-from .core import Result, exercise, generator, resolve_seed, run_checks
+from .core import Result, exercise, forbid, generator, resolve_seed, run_checks
 
 
 def _random_cases(n: int, lo: int, hi: int, g: torch.Generator) -> list[int]:
     return torch.randint(lo, hi + 1, (n,), generator=g).tolist()
+
+
+def _no_flops_module():
+    """While the learner's function runs, the package's counts are off: the exercise is to
+    derive them."""
+    names = ("causal_pairs", "dma_kept_pairs", "dma_union_keys", "dma_work_pairs",
+             "attention_flops", "config_floors", "work_ratio", "crossover_n")
+    return forbid("derive it yourself: the package's dma_ref.flops counts are switched off "
+                  "while your function runs", *[(flops, name) for name in names])
 
 
 def _expect_whole(got: object) -> None:
@@ -35,7 +44,8 @@ def check_causal_flops(fn: Callable[[int, int, int], int], strict: bool = False,
         cases += list(zip(_random_cases(4, 1, 50000, g), _random_cases(4, 1, 256, g),
                           _random_cases(4, 1, 32, g)))
         for N, D, H in cases:
-            got = fn(N, D, H)
+            with _no_flops_module():
+                got = fn(N, D, H)
             want = flops.attention_flops(flops.causal_pairs(N), D, H)
             _expect_whole(got)
             if int(got) != want:
@@ -68,7 +78,8 @@ def check_crossover(fn: Callable[[int, int], int], strict: bool = False, *,
         cases = [(1, 1), (1024, 128), (256, 64), (4096, 128)]
         cases += list(zip(_random_cases(3, 1, 3000, g), _random_cases(3, 1, 256, g)))
         for w, BM in cases:
-            got = fn(w, BM)
+            with _no_flops_module():
+                got = fn(w, BM)
             want = brute(w, BM)
             assert want == flops.crossover_n(w, BM)
             _expect_whole(got)
