@@ -342,14 +342,14 @@ def grade_check(names: list[str] | None = None, *, full: bool = False, timeout: 
 # Converting a notebook
 # ---------------------------------------------------------------------------------------------
 
-def init(number: str) -> Path:
+def init(number: str, dest_dir: Path = SOURCE_DIR) -> Path:
     """Start ``course/source/NN_*.ipynb`` from the student notebook ``notebooks/NN_*.ipynb``:
     in each cell defining an exercise, the stub line (``raise NotImplementedError`` or ``pass``)
     is wrapped in markers, with ``TODO`` in place of the solution. Refuses to overwrite."""
     (student,) = sorted(STUDENT_DIR.glob(f"{number}_*.ipynb")) or [None]
     if student is None:
         raise FileNotFoundError(f"no notebooks/{number}_*.ipynb")
-    dest = SOURCE_DIR / student.name
+    dest = Path(dest_dir) / student.name
     if dest.exists():
         raise FileExistsError(f"{dest} exists already")
     nb = nbformat.read(student, as_version=4)
@@ -357,7 +357,7 @@ def init(number: str) -> Path:
         for cell in nb.cells:
             if cell.cell_type == "code" and _defines(cell.source, name):
                 cell.source = _wrap_stub(cell.source)
-    SOURCE_DIR.mkdir(parents=True, exist_ok=True)
+    dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(render(nb), encoding="utf-8")
     return dest
 
