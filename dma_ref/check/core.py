@@ -1,9 +1,9 @@
 """The machinery shared by the exercise checkers: results, points, seeds, messages, forbidden calls.
 
 Each checker is declared with ``@exercise(points=n)``: its :class:`Result` carries ``points``
-(``n`` when solved, else 0) and ``max_points``. When the environment variable named by
-``GRADE_LOG_ENV`` holds a path (``python -m dma_ref.grade`` sets it), every verdict is also appended
-to that file as one JSON line, which is how the grader collects a notebook's results.
+(``n`` when solved, else 0) and ``max_points``. What a checker prints in the notebook is for the
+student only: ``python -m dma_ref.grade`` never reads it, it runs every checker again itself with
+a seed the notebook could not know (:mod:`dma_ref.check.audit`).
 
 Every checker draws its random inputs from one seed, reported in its verdict: pass it back
 (``check_x(fn, seed=...)``) to replay exactly the inputs of a failure. Without ``seed=`` the seed
@@ -16,15 +16,12 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
-import json
-import os
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 
 _MISSING = object()
-GRADE_LOG_ENV = "DMA_REF_GRADE_LOG"
 # (exercise id, points) of the checker running now; run_checks reads it to score its verdict.
 _ACTIVE: contextvars.ContextVar[tuple[str, int] | None] = contextvars.ContextVar(
     "dma_ref_active_exercise", default=None)
@@ -89,8 +86,8 @@ class Result:
 
 
 def exercise(points: int) -> Callable[[Callable[..., Result]], Callable[..., Result]]:
-    """Declare a checker worth ``points`` (an int >= 1): its Result is scored, and recorded for
-    the grader under the id ``"<module>.<checker>"`` (e.g. ``"nb02.check_row_mask"``)."""
+    """Declare a checker worth ``points`` (an int >= 1): its Result is scored, under the id
+    ``"<module>.<checker>"`` (e.g. ``"nb02.check_row_mask"``) the grader reports."""
     if not isinstance(points, int) or isinstance(points, bool) or points < 1:
         raise ValueError(f"points must be an int >= 1, got {points!r}")
 
@@ -108,14 +105,6 @@ def exercise(points: int) -> Callable[[Callable[..., Result]], Callable[..., Res
         scored.exercise_id = exercise_id
         return scored
     return declare
-
-
-def record(result: Result) -> None:
-    """Append ``result`` as one JSON line to the file named by ``$DMA_REF_GRADE_LOG``, if set."""
-    path = os.environ.get(GRADE_LOG_ENV)
-    if path:
-        with open(path, "a", encoding="utf-8") as log:
-            log.write(json.dumps(asdict(result)) + "\n")
 
 
 def run_checks(name: str, trials: Callable[[], None], *, strict: bool = False, quiet: bool = False,
@@ -138,7 +127,6 @@ def run_checks(name: str, trials: Callable[[], None], *, strict: bool = False, q
     if active is not None:
         result.exercise, result.max_points = active
         result.points = result.max_points if result.passed else 0
-    record(result)
     if not quiet:
         print(repr(result))
     if strict and not result.passed:
