@@ -19,12 +19,14 @@ NB ?=
 # make test PYTEST_ARGS="-k mask -x"  passes extra options to pytest.
 PYTEST_ARGS ?=
 
-.PHONY: help notebooks test install chromium lint site
+.PHONY: help notebooks test install chromium lint site course grade-check
 
 help:
 	@echo "make notebooks   execute every notebook on the CPU (executed/, figures/, timing table)"
 	@echo "make test        lint (ruff), then unit, property, kernel, browser and notebook (nbval) tests"
 	@echo "make site        the website of the executed series in build/site (mkdocs; not in CI)"
+	@echo "make course      regenerate the student notebooks/ from the solved course/source/"
+	@echo "make grade-check grade the whole solved (full marks) and student (0) notebooks (slow)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +42,16 @@ install: $(STAMP)
 # notebooks' inline plots must stay.
 notebooks: $(STAMP)
 	CUDA_VISIBLE_DEVICES="" $(PY) scripts/run_notebooks.py $(NB)
+
+# The student notebooks are generated from the solved ones (course/README.md); CI fails when a
+# committed notebooks/NN_*.ipynb differs from what this writes.
+course: $(STAMP)
+	$(PY) -m dma_ref.course build
+
+# CI grades only the exercise cells (tests/test_course_source.py); this grades whole notebooks,
+# the solved copies and the student copies (about 2 x the time of `make notebooks`).
+grade-check: $(STAMP)
+	CUDA_VISIBLE_DEVICES="" $(PY) -m dma_ref.course grade --full
 
 # The website: execute the series, then mkdocs over the executed copies (the site extra is
 # installed on demand; not part of CI). Open build/site/index.html.

@@ -1,0 +1,70 @@
+"""The checkers of notebooks 09 and 10 fail on the stub and on plausible wrong answers over
+several seeds, and pass on the solved notebooks' solutions (``dma_ref.course.solutions``)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from checker_harness import assert_solution_passes, assert_stub_fails, assert_wrong_answers_fail
+
+from dma_ref.check import nb09, nb10
+from dma_ref.course import solutions
+from dma_ref.lab.tasks import ROLE_VALUE
+
+S09, S10 = solutions("09"), solutions("10")
+
+
+def query_accuracy_every_position(logits, targets):
+    return (logits.argmax(-1) == targets).float().mean().item()
+
+
+def first_blind_one_layer(num_pairs, window, n_layers):
+    return 2 * num_pairs + (window - 1)                # forgets that layers chain
+
+
+def pair_attention_every_row(probs, roles):
+    return probs[:, roles <= ROLE_VALUE].sum(-1).mean().item()
+
+
+def survivors_sliding_window(s, window):
+    out = torch.zeros(len(s), dtype=torch.bool)
+    out[-window:] = True
+    return out
+
+
+def survivors_topk(s, window):                         # no tie rule: torch.topk's order
+    out = torch.zeros(len(s), dtype=torch.bool)
+    out[torch.topk(s, min(window, len(s))).indices] = True
+    return out
+
+
+def survivors_earlier_wins(s, window):
+    order = sorted(range(len(s)), key=lambda j: (float(s[j]), -j), reverse=True)[:window]
+    out = torch.zeros(len(s), dtype=torch.bool)
+    out[order] = True
+    return out
+
+
+CASES = [
+    (nb09.check_query_accuracy, S09.query_accuracy, [query_accuracy_every_position]),
+    (nb09.check_first_blind_query, S09.first_blind_query, [first_blind_one_layer]),
+    (nb10.check_pair_attention, S10.pair_attention, [pair_attention_every_row]),
+    (nb10.check_survivors, S10.survivors, [survivors_sliding_window, survivors_topk,
+                                           survivors_earlier_wins]),
+]
+IDS = [c[0].__name__ for c in CASES]
+
+
+@pytest.mark.parametrize("checker, solution, wrongs", CASES, ids=IDS)
+def test_stub_fails(checker, solution, wrongs):
+    assert_stub_fails(checker)
+
+
+@pytest.mark.parametrize("checker, solution, wrongs", CASES, ids=IDS)
+def test_wrong_answers_fail(checker, solution, wrongs, rng):
+    assert_wrong_answers_fail(checker, wrongs, rng)
+
+
+@pytest.mark.parametrize("checker, solution, wrongs", CASES, ids=IDS)
+def test_correct_solution_passes(checker, solution, wrongs, rng):
+    assert_solution_passes(checker, solution, rng)
