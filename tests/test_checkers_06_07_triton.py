@@ -48,6 +48,10 @@ def test_correct_solution_passes(checker, stub, solution, wrongs, rng):
     assert_solution_passes(checker, solution, rng)
 
 
+def test_the_wrong_kernels_body_without_its_mistake_passes(rng):
+    assert_solution_passes(nb07.check_key_major_backward, sol.km_body_right, rng)
+
+
 @pytest.mark.parametrize("checker, bypass, message", BYPASSES,
                          ids=[f"{c.__name__}-{i}" for i, (c, _, _) in enumerate(BYPASSES)])
 def test_bypass_fails(checker, bypass, message):
