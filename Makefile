@@ -9,8 +9,9 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# pip runs again only when pyproject.toml is newer than this stamp (or the venv is new), so a
-# second `make` costs nothing; torch==2.13.0 is the CPU wheel on local disk (plain pip, no uv).
+# pip runs again only when pyproject.toml or constraints.txt is newer than this stamp (or the
+# venv is new), so a second `make` costs nothing. constraints.txt holds the exact versions
+# (pyproject.toml only ranges); torch==2.13.0 is the CPU wheel on local disk (plain pip, no uv).
 STAMP := $(VENV)/.dma-ref-installed
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 CHROMIUM := /usr/bin/chromium
@@ -31,8 +32,8 @@ help:
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e '.[dev,doge]'
+$(STAMP): pyproject.toml constraints.txt | $(PY)
+	$(PY) -m pip install --quiet -e '.[dev,doge]' -c constraints.txt
 	touch $@
 
 install: $(STAMP)
@@ -56,7 +57,7 @@ grade-check: $(STAMP)
 # The website: execute the series, then mkdocs over the executed copies (the site extra is
 # installed on demand; not part of CI). Open build/site/index.html.
 site: notebooks
-	$(PY) -m pip install --quiet -e '.[dev,site]'
+	$(PY) -m pip install --quiet -e '.[dev,site]' -c constraints.txt
 	$(PY) scripts/build_site.py
 
 # The browser test needs Debian's chromium (never `playwright install`); about 20 s to install.
