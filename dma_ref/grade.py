@@ -165,11 +165,20 @@ def _read_json(path: Path) -> dict | None:
 
 def tampering(before: dict, after: dict) -> list[str]:
     """What the notebook changed in the watched library (see :mod:`dma_ref.check.audit`): names
-    whose function or class is no longer the one loaded before the first cell, methods added to
-    ``torch.Tensor``, and hooks defined in the notebook's cells."""
+    whose function or class was replaced by one defined in the notebook or taken from another
+    package, or removed; ``torch.Tensor`` methods added from outside torch; hooks defined in the
+    notebook's cells. (A library may rebind its own functions lazily: torch replaces some on
+    first use, so a replacement from the same package is not counted.)"""
+    def foreign(entry: str, home: str) -> bool:
+        source = entry.split(":", 1)[1]
+        return source == "__main__" or source != home
+
     pre, post = before["snapshot"], after["snapshot"]
-    changed = [name for name, ident in pre.items() if post.get(name) != ident]
-    changed += [name for name in post if name not in pre and name.startswith("torch.Tensor.")]
+    changed = [name for name, entry in pre.items()
+               if name not in post or (post[name] != entry
+                                       and foreign(post[name], entry.split(":", 1)[1]))]
+    changed += [name for name, entry in post.items()
+                if name not in pre and name.startswith("torch.Tensor.") and foreign(entry, "torch")]
     return sorted(set(changed)) + sorted(set(after["hooks"]) - set(before["hooks"]))
 
 

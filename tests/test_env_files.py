@@ -108,7 +108,7 @@ def test_make_installs_with_the_constraints():
     makefile = (ROOT / "Makefile").read_text()
     installs = re.findall(r"pip install[^\n]*", makefile)
     assert installs and all("-c constraints.txt" in line for line in installs), installs
-    assert re.search(r"^\$\(STAMP\):.*constraints\.txt", makefile, re.M), "the stamp must depend on it"
+    assert re.search(r"^\$\(STAMP\):.*constraints\.txt", makefile, re.MULTILINE), "the stamp must depend on it"
 
 
 def test_conda_part_is_python_311_and_pip_only():

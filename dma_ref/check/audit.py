@@ -55,20 +55,32 @@ def _watched_modules() -> list[str]:
     return [name for name in WATCHED if name in sys.modules] + own
 
 
+def origin(value: object) -> str:
+    """``"__main__"`` for an object defined in a notebook cell, else the top-level package its
+    function or class comes from (``torch``, ``numpy``, ``builtins`` ...)."""
+    if _from_cells(value):
+        return "__main__"
+    module = getattr(value, "__module__", None)
+    if not isinstance(module, str):
+        module = type(value).__module__
+    return module.split(".")[0]
+
+
 def snapshot() -> dict[str, str]:
-    """``{"module.attr": identity}`` of every callable attribute of the watched modules (the
-    library, numpy, torch, triton and dma_ref's loaded modules) and of ``torch.Tensor``'s own
-    dictionary; a monkeypatch changes an identity, a shadowing method adds a key."""
+    """``{"module.attr": "identity:origin"}`` of every callable attribute of the watched modules
+    (the library, numpy, torch, triton and dma_ref's loaded modules) and of ``torch.Tensor``'s own
+    dictionary; a monkeypatch changes an identity (and usually the origin), a shadowing method
+    adds a key."""
     out: dict[str, str] = {}
     for name in _watched_modules():
         module = sys.modules[name]
         for attr, value in list(vars(module).items()):
             if callable(value) and f"{name}.{attr}" not in REBOUND:
-                out[f"{name}.{attr}"] = f"{id(value)}:{getattr(value, '__qualname__', '')}"
+                out[f"{name}.{attr}"] = f"{id(value)}:{origin(value)}"
     torch = sys.modules.get("torch")
     if torch is not None:
         for attr, value in list(vars(torch.Tensor).items()):
-            out[f"torch.Tensor.{attr}"] = str(id(value))
+            out[f"torch.Tensor.{attr}"] = f"{id(value)}:{origin(value)}"
     return out
 
 
