@@ -244,12 +244,64 @@ def imports_of(nb: nbformat.NotebookNode) -> str:
     return "\n".join(seen)
 
 
+SUPPORT = (ast.FunctionDef, ast.ClassDef, ast.Assign, ast.AnnAssign)
+
+
+def _bound(node: ast.AST) -> set[str]:
+    """The module-level names a top-level definition or assignment binds."""
+    if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+        return {node.name}
+    targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+    return {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+
+
+def _free(node: ast.AST) -> set[str]:
+    """The names a top-level statement reads from the module (a function's arguments and locals
+    left out)."""
+    names = [n for n in ast.walk(node) if isinstance(n, ast.Name)]
+    loads = {n.id for n in names if isinstance(n.ctx, ast.Load)}
+    if not isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+        return loads
+    local = {n.id for n in names if not isinstance(n.ctx, ast.Load)}
+    return loads - local - {a.arg for a in ast.walk(node) if isinstance(a, ast.arg)}
+
+
+def support_code(nb: nbformat.NotebookNode) -> list[str]:
+    """The definitions and assignments of other cells that the exercises' definitions read, and
+    what those read in turn, in notebook order (the latest binding before the exercise): e.g. the
+    ``DOT_PRECISION`` and jitted helpers a Triton solution calls. Without them, a solution loaded
+    by :func:`solutions` or run in an exercise notebook would meet a NameError."""
+    latest: dict[str, tuple[int, str, ast.AST]] = {}   # name -> (order, source, statement)
+    kept: dict[int, str] = {}
+    order = 0
+    for cell in nb.cells:
+        tree = _parse(cell.source) if cell.cell_type == "code" else None
+        if tree is None:
+            continue
+        if has_solution(cell.source):
+            todo = [n for node in tree.body if isinstance(node, DEFINITIONS) for n in _free(node)]
+            while todo:
+                found = latest.get(todo.pop())
+                if found is not None and found[0] not in kept:
+                    kept[found[0]] = found[1]
+                    todo += _free(found[2])
+            continue
+        for node in (n for n in tree.body if isinstance(n, SUPPORT)):
+            first = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
+            order += 1
+            for name in _bound(node):
+                latest[name] = (order, "\n".join(cell.source.split("\n")[first - 1: node.end_lineno]),
+                                node)
+    return [kept[k] for k in sorted(kept)]
+
+
 def solution_code(source: Path) -> str:
-    """A Python module made of the solved notebook's imports and the definitions of its exercise
-    cells (the cells with a marked region), in notebook order; calls and prints are left out."""
+    """A Python module made of the solved notebook's imports, the helpers its solutions read
+    (:func:`support_code`) and the definitions of its exercise cells (the cells with a marked
+    region), in notebook order; calls and prints are left out."""
     nb = nbformat.read(source, as_version=4)
     parts = [f'"""The solutions of {source.name}, extracted by dma_ref.course."""',
-             imports_of(nb)]
+             imports_of(nb), *support_code(nb)]
     for cell in nb.cells:
         if cell.cell_type == "code" and has_solution(cell.source):
             parts += _segments(cell.source, DEFINITIONS)
@@ -293,7 +345,8 @@ def _is_exercise_cell(cell) -> bool:
 
 def _keep(nb: nbformat.NotebookNode, ids: set) -> nbformat.NotebookNode:
     out = copy.deepcopy(nb)
-    header = nbformat.v4.new_code_cell(imports_of(nb), id="course-imports")
+    header = nbformat.v4.new_code_cell("\n\n\n".join([imports_of(nb), *support_code(nb)]),
+                                       id="course-imports")
     out.cells = [header] + [c for c in out.cells if c.get("id") in ids]
     for cell in out.cells:
         cell.outputs, cell.execution_count = [], None

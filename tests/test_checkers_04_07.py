@@ -1,5 +1,7 @@
-"""Every checker of notebooks 06-07 (notebook 04: test_checkers_04.py): fails on the unsolved
-stub, fails on plausible wrong answers, passes on a correct solution (the solutions live here, not in the package)."""
+"""Every checker of the PyTorch exercises of notebooks 06-07 (notebook 04: test_checkers_04.py;
+the Triton exercises: test_checkers_06_07_triton.py): fails on the unsolved stub and on plausible
+wrong answers, passes on the solved notebooks' solutions (``dma_ref.course.solutions("06")``,
+written once in course/source/)."""
 
 from __future__ import annotations
 
@@ -12,36 +14,9 @@ from checker_harness import (
 )
 
 from dma_ref.check import nb06, nb07
+from dma_ref.course import solutions
 
-# ---------------------------------------------------------------------------------------------
-# Correct solutions
-# ---------------------------------------------------------------------------------------------
-
-def keep_ok(i, j, e_j, Q, K):
-    p = (K - Q + i)[:, None]
-    return (j[None, :] <= p) & (p < e_j[None, :])
-
-
-def union_lists_ok(e, block_m, Q):
-    K = len(e)
-    j = torch.arange(K)
-    lists = []
-    for i0 in range(0, Q, block_m):
-        p_min, p_max = K - Q + i0, K - Q + min(Q, i0 + block_m) - 1
-        lists.append(j[(j <= p_max) & (e > torch.clamp(j, min=p_min))])
-    offsets = torch.tensor([0] + [len(u) for u in lists]).cumsum(0)
-    return offsets, torch.cat(lists)
-
-
-def dS_ok(P, dP, o, dO):
-    delta = (dO * o).sum(-1, keepdim=True)
-    return P * (dP - delta)
-
-
-def ds_accumulate_ok(ds, dS, idx):
-    ds.index_add_(0, idx, dS.sum((0, 1)))
-    return ds
-
+S06, S07 = solutions("06"), solutions("07")
 
 # ---------------------------------------------------------------------------------------------
 # Plausible wrong answers
@@ -62,7 +37,7 @@ def keep_inclusive_end(i, j, e_j, Q, K):
 
 
 def union_lists_no_leading_zero(e, block_m, Q):
-    offsets, indices = union_lists_ok(e, block_m, Q)
+    offsets, indices = S06.union_lists(e, block_m, Q)
     return offsets[1:], indices
 
 
@@ -98,11 +73,11 @@ def union_lists_package(e, block_m, Q):
 
 
 CASES = [
-    (nb06.check_keep_test, keep_ok, [keep_top_left, keep_causal_only, keep_inclusive_end]),
-    (nb06.check_union_lists, union_lists_ok, [union_lists_no_leading_zero, union_lists_top_left,
+    (nb06.check_keep_test, S06.keep_test, [keep_top_left, keep_causal_only, keep_inclusive_end]),
+    (nb06.check_union_lists, S06.union_lists, [union_lists_no_leading_zero, union_lists_top_left,
                                                     union_lists_package]),
-    (nb07.check_dS, dS_ok, [dS_without_delta, dS_delta_from_tile]),
-    (nb07.check_ds_accumulate, ds_accumulate_ok, [ds_assign, ds_rows_only]),
+    (nb07.check_dS, S07.dS_chunk, [dS_without_delta, dS_delta_from_tile]),
+    (nb07.check_ds_accumulate, S07.ds_accumulate, [ds_assign, ds_rows_only]),
 ]
 IDS = [c[0].__name__ for c in CASES]
 

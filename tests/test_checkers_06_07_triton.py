@@ -1,8 +1,9 @@
 """The Triton exercises of notebooks 06 (the DMA forward over gathered unions) and 07 (the
-key-major dK, dV, ds pass): each checker passes its reference solution, rejects the unsolved
-stub, plausible wrong kernels, and bypasses (torch doing the work from inside the kernel, the
-package's jit helpers under an alias, the package's own kernel object). Solutions and wrong
-kernels: tests/triton_solutions_06_07.py."""
+key-major dK, dV, ds pass): each checker passes the solved notebook's kernel
+(``dma_ref.course.solutions("06").dma_fwd_kernel``, written once in course/source/), rejects the
+unsolved stub, plausible wrong kernels, and bypasses (torch doing the work from inside the
+kernel, the package's jit helpers under an alias, the package's own kernel object). Stubs, wrong
+kernels and bypasses: tests/triton_solutions_06_07.py."""
 
 from __future__ import annotations
 
@@ -11,11 +12,14 @@ import triton_solutions_06_07 as sol
 from checker_harness import assert_solution_passes, assert_wrong_answers_fail
 
 from dma_ref.check import nb06, nb07
+from dma_ref.course import solutions
+
+S06, S07 = solutions("06"), solutions("07")
 
 CASES = [
-    (nb06.check_dma_forward_kernel, sol.fwd_stub, sol.fwd_ok,
+    (nb06.check_dma_forward_kernel, sol.fwd_stub, S06.dma_fwd_kernel,
      [sol.fwd_top_left, sol.fwd_interleaved_heads, sol.fwd_no_nan_guard, sol.fwd_unmasked_list]),
-    (nb07.check_key_major_backward, sol.km_stub, sol.km_ok,
+    (nb07.check_key_major_backward, sol.km_stub, S07.key_major_kernel,
      [sol.km_one_head, sol.km_rows_as_positions, sol.km_delta_from_tile, sol.km_no_lse_guard]),
 ]
 IDS = [c[0].__name__ for c in CASES]

@@ -1,11 +1,8 @@
-"""Reference solutions, stubs, plausible wrong kernels and bypasses of the Triton exercises of
-notebooks 06 (the DMA forward over gathered unions) and 07 (the key-major dK, dV, ds pass), kept
-beside the tests: the package ships only the checkers (``dma_ref.check.nb06``, ``nb07``).
-
-``fwd_ok`` and ``km_ok`` are written as the notebooks' solution cells (renamed
-``dma_fwd_kernel`` and ``key_major_kernel``): they use only what the notebook defines before the
-exercise (``DOT_PRECISION``; notebook 07's helpers ``probabilities`` and ``score_gradient``,
-repeated here verbatim)."""
+"""Stubs, plausible wrong kernels and bypasses of the Triton exercises of notebooks 06 (the DMA
+forward over gathered unions) and 07 (the key-major dK, dV, ds pass), kept beside the tests: the
+package ships only the checkers (``dma_ref.check.nb06``, ``nb07``). The solutions are written
+once, in the solved notebooks (``dma_ref.course.solutions("06").dma_fwd_kernel``,
+``solutions("07").key_major_kernel``)."""
 
 from __future__ import annotations
 
@@ -19,7 +16,6 @@ from dma_ref import naive_dma_attention as reference_attention
 
 # Tensors a bypass could reach from inside a kernel (the interpreter runs its body as Python).
 SOME_Q, SOME_KV, SOME_S = torch.ones(1, 1, 4, 16), torch.ones(1, 1, 4, 16), torch.zeros(1, 1, 4)
-DOT_PRECISION = tl.constexpr("ieee")
 
 # ------------------------------------------------------------------ notebook 06: the forward
 
@@ -29,50 +25,6 @@ def fwd_stub(q_ptr, k_ptr, v_ptr, s_ptr, e_ptr, off_ptr, idx_ptr, o_ptr, lse_ptr
              Q, K, Hq, Hkv, n_blocks, scale, D: tl.constexpr, BM: tl.constexpr,
              BN: tl.constexpr):
     pass
-
-
-@triton.jit
-def fwd_ok(q_ptr, k_ptr, v_ptr, s_ptr, e_ptr, off_ptr, idx_ptr, o_ptr, lse_ptr,
-           Q, K, Hq, Hkv, n_blocks, scale, D: tl.constexpr, BM: tl.constexpr,
-           BN: tl.constexpr):
-    qb = tl.program_id(0)
-    bh = tl.program_id(1)                                   # (batch, query head)
-    G = Hq // Hkv
-    bhk = (bh // Hq) * Hkv + (bh % Hq) // G                 # its (batch, KV head)
-    i = qb * BM + tl.arange(0, BM)
-    p = K - Q + i
-    d = tl.arange(0, D)
-    row = i < Q
-    q = tl.load(q_ptr + bh * Q * D + i[:, None] * D + d[None, :], mask=row[:, None], other=0.0)
-    m = tl.full([BM], float("-inf"), tl.float32)
-    l = tl.zeros([BM], tl.float32)
-    acc = tl.zeros([BM, D], tl.float32)
-    start = tl.load(off_ptr + bhk * (n_blocks + 1) + qb)
-    end = tl.load(off_ptr + bhk * (n_blocks + 1) + qb + 1)
-    for c in range(start, end, BN):
-        u = c + tl.arange(0, BN)
-        valid = u < end
-        j = tl.load(idx_ptr + u, mask=valid, other=0)
-        kv = bhk * K * D + j[:, None] * D + d[None, :]
-        k = tl.load(k_ptr + kv, mask=valid[:, None], other=0.0)
-        v = tl.load(v_ptr + kv, mask=valid[:, None], other=0.0)
-        s_j = tl.load(s_ptr + bhk * K + j, mask=valid, other=0.0)
-        e_j = tl.load(e_ptr + bhk * K + j, mask=valid, other=0)
-        x = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * scale + s_j[None, :]
-        keep = valid[None, :] & (j[None, :] <= p[:, None]) & (p[:, None] < e_j[None, :])
-        x = tl.where(keep, x, float("-inf"))
-        m_new = tl.maximum(m, tl.max(x, 1))
-        m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
-        alpha = tl.exp(m - m_ref)
-        P = tl.exp(x - m_ref[:, None])
-        l = alpha * l + tl.sum(P, 1)
-        acc = acc * alpha[:, None] + tl.dot(P, v, input_precision=DOT_PRECISION)
-        m = m_new
-    empty = l == 0.0
-    l_safe = tl.where(empty, 1.0, l)
-    tl.store(o_ptr + bh * Q * D + i[:, None] * D + d[None, :], acc / l_safe[:, None],
-             mask=row[:, None])
-    tl.store(lse_ptr + bh * Q + i, tl.where(empty, float("-inf"), m + tl.log(l_safe)), mask=row)
 
 
 @triton.jit
@@ -345,63 +297,6 @@ def km_body(q_ptr, k_ptr, v_ptr, s_ptr, e_ptr, do_ptr, lse_ptr, delta_ptr, dk_pt
             dS = P * (dP - delta[:, None])
             dv += tl.dot(tl.trans(P), do, input_precision="ieee")
             dk += tl.dot(tl.trans(dS), q, input_precision="ieee")
-            ds += tl.sum(dS, 0)
-    tl.store(dk_ptr + kv, dk * scale, mask=col[:, None])
-    tl.store(dv_ptr + kv, dv, mask=col[:, None])
-    tl.store(ds_ptr + bhk * K + j, ds, mask=col)
-
-
-@triton.jit
-def probabilities(q, k, s_j, lse, keep, scale):
-    # q [BM, D], k [BN, D], s_j [BN], lse [BM], keep bool [BM, BN] -> P [BM, BN], 0 where not kept
-    lse = tl.where(lse == float("-inf"), 0.0, lse)
-    x = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * scale + s_j[None, :]
-    return tl.where(keep, tl.exp(x - lse[:, None]), 0.0)
-
-
-@triton.jit
-def score_gradient(P, do, v, delta):
-    # P [BM, BN], dO [BM, D], v [BN, D], delta [BM] -> dS = P * (dO v^T - delta)  [BM, BN]
-    dP = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)
-    return P * (dP - delta[:, None])
-
-
-@triton.jit
-def km_ok(q_ptr, k_ptr, v_ptr, s_ptr, e_ptr, do_ptr, lse_ptr, delta_ptr, dk_ptr, dv_ptr,
-          ds_ptr, Q, K, Hq, Hkv, scale, D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr):
-    kb = tl.program_id(0)
-    bhk = tl.program_id(1)                                   # (batch, KV head)
-    G = Hq // Hkv
-    j = kb * BN + tl.arange(0, BN)                           # this program's keys
-    col = j < K
-    d = tl.arange(0, D)
-    kv = bhk * K * D + j[:, None] * D + d[None, :]
-    k = tl.load(k_ptr + kv, mask=col[:, None], other=0.0)
-    v = tl.load(v_ptr + kv, mask=col[:, None], other=0.0)
-    s_j = tl.load(s_ptr + bhk * K + j, mask=col, other=0.0)
-    e_j = tl.load(e_ptr + bhk * K + j, mask=col, other=0)
-    lo = tl.maximum(kb * BN - (K - Q), 0)                    # rows at positions [j0, max e_j)
-    hi = tl.minimum(tl.max(e_j, 0) - (K - Q), Q)
-    dk = tl.zeros([BN, D], tl.float32)
-    dv = tl.zeros([BN, D], tl.float32)
-    ds = tl.zeros([BN], tl.float32)
-    for h in range(G):                                       # the G query heads of the group
-        bh = (bhk // Hkv) * Hq + (bhk % Hkv) * G + h
-        for r0 in range(lo, hi, BM):
-            i = r0 + tl.arange(0, BM)
-            row = i < Q
-            p = K - Q + i
-            qo = bh * Q * D + i[:, None] * D + d[None, :]
-            q = tl.load(q_ptr + qo, mask=row[:, None], other=0.0)
-            do = tl.load(do_ptr + qo, mask=row[:, None], other=0.0)
-            lse = tl.load(lse_ptr + bh * Q + i, mask=row, other=0.0)
-            delta = tl.load(delta_ptr + bh * Q + i, mask=row, other=0.0)
-            keep = (row[:, None] & col[None, :] & (j[None, :] <= p[:, None])
-                    & (p[:, None] < e_j[None, :]))
-            P = probabilities(q, k, s_j, lse, keep, scale)
-            dS = score_gradient(P, do, v, delta)
-            dv += tl.dot(tl.trans(P), do, input_precision=DOT_PRECISION)
-            dk += tl.dot(tl.trans(dS), q, input_precision=DOT_PRECISION)
             ds += tl.sum(dS, 0)
     tl.store(dk_ptr + kv, dk * scale, mask=col[:, None])
     tl.store(dv_ptr + kv, dv, mask=col[:, None])
