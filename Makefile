@@ -49,8 +49,8 @@ notebooks: $(STAMP)
 course: $(STAMP)
 	$(PY) -m dma_ref.course build
 
-# CI grades only the exercise cells (tests/test_course_source.py); this grades whole notebooks,
-# the solved copies and the student copies (about 2 x the time of `make notebooks`).
+# CI grades the solved notebooks whole and the student notebooks' exercise cells
+# (tests/test_course_source.py); this grades both copies whole (about 2 x `make notebooks`).
 grade-check: $(STAMP)
 	CUDA_VISIBLE_DEVICES="" $(PY) -m dma_ref.course grade --full
 

@@ -23,8 +23,9 @@ Command line (``python -m dma_ref.course``):
                        source breaks the marker rules (the CI test does the same);
 * ``init NN``          start the solved copy of ``notebooks/NN_*`` (a notebook not converted
                        yet): its stubs are wrapped in markers, to be replaced by the solutions;
-* ``grade [--full]``   grade the solved and the student copies with ``python -m dma_ref.grade``
-                       and assert full marks and zero (``--full``: whole notebooks, slow).
+* ``grade``            grade the solved copies (whole) and the student copies (their exercise
+                       cells) with ``python -m dma_ref.grade``: full marks and zero, as CI does
+                       (``--full``: the student copies whole too; ``--quick``: exercises only).
 
 Tests reach a solution with :func:`solutions` (``solutions("02").row_mask``), so each solution
 is written once, in its notebook.
@@ -34,10 +35,12 @@ from __future__ import annotations
 
 import argparse
 import ast
+import atexit
 import copy
 import functools
 import importlib.util
 import re
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -312,6 +315,7 @@ def solution_code(source: Path) -> str:
 def _load(source: Path, mtime: float) -> ModuleType:
     # A real file, not exec of a string: @triton.jit reads its function's source with inspect.
     folder = Path(tempfile.mkdtemp(prefix="dma_course_"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
     name = f"solutions_{source.stem[:2]}"
     path = folder / f"{name}.py"
     path.write_text(solution_code(source), encoding="utf-8")
@@ -327,15 +331,6 @@ def solutions(number: str) -> ModuleType:
     Loaded once per process (again if the notebook changes)."""
     source = source_notebook(number)
     return _load(source, source.stat().st_mtime)
-
-
-def exercise_notebook(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """The graded part of a notebook: one cell of all its imports, then its exercise cells and
-    checker calls in order (what the grader needs, without the minutes of figures and training).
-
-    Works on a solved and on a student copy alike (exercise cells are found by id in the solved
-    copy when given through :func:`exercise_pair`)."""
-    return _keep(nb, {c.get("id") for c in nb.cells if _is_exercise_cell(c)})
 
 
 def _is_exercise_cell(cell) -> bool:
@@ -354,39 +349,45 @@ def _keep(nb: nbformat.NotebookNode, ids: set) -> nbformat.NotebookNode:
 
 
 def exercise_pair(source: Path) -> tuple[nbformat.NotebookNode, nbformat.NotebookNode]:
-    """(solved, student) exercise notebooks of one solved notebook: the same cells, the student's
-    generated from the solved one."""
+    """(solved, student) *exercise notebooks* of one solved notebook: one cell of all the
+    notebook's imports, then its exercise cells (a marked region) and checker calls in order;
+    the student's generated from the solved one. What CI grades: seconds to run, where the
+    whole notebook takes a minute of figures and training."""
     solved = nbformat.read(source, as_version=4)
     ids = {c.get("id") for c in solved.cells if _is_exercise_cell(c)}
     return _keep(solved, ids), student_notebook(_keep(solved, ids), where=source.name)
 
 
-def grade_check(names: list[str] | None = None, *, full: bool = False, timeout: int = 600,
-                folder: Path | None = None) -> dict:
+def grade_check(names: list[str] | None = None, *, solved: str = "full",
+                student: str = "exercises", timeout: int = 600,
+                folder: Path | None = None) -> dict[str, tuple[int, int, int]]:
     """Grade the solved and the student copies with :mod:`dma_ref.grade`; return
     ``{notebook: (solved points, student points, max points)}``.
 
-    ``full=False`` grades the exercise notebooks (:func:`exercise_pair`), seconds each;
-    ``full=True`` the whole notebooks (``course/source`` against ``notebooks/``), minutes each.
+    ``solved`` and ``student`` say what is graded of each copy: ``"full"``, the whole notebook
+    (``course/source/`` and ``notebooks/``), or ``"exercises"``, its exercise notebook
+    (:func:`exercise_pair`). The default is what CI runs: the solved notebooks whole (their
+    solutions must pass where they stand, and every later cell must still run) and the student
+    notebooks' exercises (nbval runs the student notebooks whole anyway).
     """
     from . import grade
 
+    for kind in (solved, student):
+        if kind not in ("full", "exercises"):
+            raise ValueError(f"solved and student are 'full' or 'exercises', got {kind!r}")
     folder = Path(folder or tempfile.mkdtemp(prefix="dma_grade_"))
-    for student in ("solved", "student"):
-        (folder / "class" / student).mkdir(parents=True, exist_ok=True)
     for src in source_notebooks(names):
-        if full:
-            pair = (nbformat.read(src, as_version=4), nbformat.read(STUDENT_DIR / src.name,
-                                                                    as_version=4))
-        else:
-            pair = exercise_pair(src)
-        for student, nb in zip(("solved", "student"), pair):
-            nbformat.write(nb, folder / "class" / student / src.name)
+        pair = exercise_pair(src)
+        whole = (nbformat.read(src, as_version=4),
+                 nbformat.read(STUDENT_DIR / src.name, as_version=4))
+        for i, (who, kind) in enumerate((("solved", solved), ("student", student))):
+            (folder / "class" / who).mkdir(parents=True, exist_ok=True)
+            nbformat.write(whole[i] if kind == "full" else pair[i], folder / "class" / who / src.name)
     doc = grade.grade(folder / "class", folder / "grades", reference=STUDENT_DIR,
                       timeout=timeout, progress=False)
     result = {}
     for src in source_notebooks(names):
-        got = [doc["students"][s]["notebooks"][src.name] for s in ("solved", "student")]
+        got = [doc["students"][who]["notebooks"][src.name] for who in ("solved", "student")]
         result[src.name] = (got[0]["points"], got[1]["points"], got[0]["max_points"])
     return result
 
@@ -442,7 +443,8 @@ def main(argv: list[str] | None = None) -> int:
     i.add_argument("number", help="the notebook's number, e.g. 06")
     g = sub.add_parser("grade", help="grade the solved (full marks) and student (0) copies")
     g.add_argument("names", nargs="*")
-    g.add_argument("--full", action="store_true", help="whole notebooks, not the exercises only")
+    g.add_argument("--full", action="store_true", help="the student notebooks whole too")
+    g.add_argument("--quick", action="store_true", help="the exercise notebooks only, both copies")
     args = parser.parse_args(argv)
 
     if args.command == "build":
@@ -460,7 +462,8 @@ def main(argv: list[str] | None = None) -> int:
         dest = init(args.number)
         print(f"wrote {dest.relative_to(REPO_ROOT)}: put each solution in place of '{TODO}'")
         return 0
-    result = grade_check(args.names or None, full=args.full)
+    result = grade_check(args.names or None, solved="exercises" if args.quick else "full",
+                         student="full" if args.full else "exercises")
     ok = True
     for name, (solved, student, total) in result.items():
         flag = "ok" if solved == total and student == 0 else "WRONG"
