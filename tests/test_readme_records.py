@@ -108,3 +108,17 @@ def test_paper_table_matches_its_records():
         assert agrees(perplexity, ppl[m]["perplexity"]), (m, perplexity)
         assert agrees(within, pk[m]["mean_within_train_len"]), (m, within)
         assert agrees(beyond, pk[m]["mean_beyond_train_len"]), (m, beyond)
+
+
+def test_paper_mqar_table_matches_its_record():
+    """The README's MQAR grid table: every (N, P, w, width) row of figures/paper/mqar.json."""
+    from dma_ref.viz.paper import mqar_table
+
+    record = json.loads((FIGURES / "paper" / "mqar.json").read_text())
+    rows = table_after("accuracy on the MQAR grid")
+    want = mqar_table(record)
+    assert len(rows) == len(want)
+    for row, r in zip(rows, want, strict=True):
+        assert [int(x) for x in row[:4]] == [r["seq_len"], r["pairs"], r["window"], r["d_model"]]
+        for printed, m in zip(row[4:], ("mha", "swa", "mla", "nsa", "dma"), strict=True):
+            assert agrees(printed, r[m]), (row, m)

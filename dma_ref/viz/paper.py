@@ -133,6 +133,18 @@ def mqar_table(record: dict) -> list[dict]:
     return [rows[k] for k in sorted(rows)]
 
 
+def mqar_markdown(record: dict) -> str:
+    """The grid as a markdown table (the README's): one row per (N, P, w, width), the accuracy
+    of each method to two decimals, ``-`` where the record has no run."""
+    head = "| N | P | w | width | " + " | ".join(m.upper() for m in METHODS) + " |"
+    lines = [head, "|" + "---|" * (4 + len(METHODS))]
+    for r in mqar_table(record):
+        accs = [f"{r[m]:.2f}" if m in r else "-" for m in METHODS]
+        lines.append(f"| {r['seq_len']} | {r['pairs']} | {r['window']} | {r['d_model']} | "
+                     + " | ".join(accs) + " |")
+    return "\n".join(lines)
+
+
 def plot_mqar(record: dict):
     """Accuracy against model width, one panel per (N, window) (Fig. 6 layout: columns the
     sequence lengths), one line per method."""
