@@ -33,6 +33,17 @@ def test_smoke_command_writes_every_record_and_figure(tmp_path):
     assert (tmp_path / "passkey.json").read_text() == before          # nothing left to train
 
 
+def test_seed_option_reaches_the_record(tmp_path):
+    threads = torch.get_num_threads()
+    try:
+        main(["mqar", "--smoke", "--seed", "3", "--out", str(tmp_path), "--no-progress",
+              "--no-figures", "--threads", "1"])
+    finally:
+        torch.set_num_threads(threads)
+    rec = json.loads((tmp_path / "mqar.json").read_text())
+    assert rec["seed"] == rec["config"]["seed"] == rec["recipe"]["seed"] == 3
+
+
 def test_passkey_batch(rng):
     x, y = passkey.passkey_batch(64, 30, digits=4, vocab_size=20, generator=rng, depth=0.5)
     start = round(0.5 * (30 - 10))

@@ -5,6 +5,7 @@
     python -m dma_ref.lab.paper passkey --resume # skip the methods already recorded
     python -m dma_ref.lab.paper all --smoke --out /tmp/paper   # a seconds-long slice (CI)
     python -m dma_ref.lab.paper all --figures-only               # redraw from the records
+    python -m dma_ref.lab.paper mqar --seed 1 --out figures/paper/seed1   # another seed
 
 Each experiment writes ``<name>.json`` (config, seed, versions, wall time, results per method)
 and its figures (``<name>*.png``) in ``--out`` (default ``figures/paper``).
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -40,6 +42,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--jobs", type=int, default=1,
                    help="training runs at a time, each in its own process with --threads threads "
                         "(default 1); e.g. --jobs 2 --threads 1 on 2 cores")
+    p.add_argument("--seed", type=int, default=None,
+                   help="the seed of data and initialisation (default: each config's, 0); "
+                        "write another seed's records into their own --out")
     p.add_argument("--no-figures", action="store_true")
     p.add_argument("--figures-only", action="store_true",
                    help="redraw the figures from the records in --out; train nothing")
@@ -51,6 +56,8 @@ def main(argv: list[str] | None = None) -> dict:
     for name in names:
         mod = EXPERIMENTS[name]
         cfg = mod.smoke_config() if args.smoke else DEFAULTS[name]()
+        if args.seed is not None:
+            cfg = replace(cfg, seed=args.seed)
         record = (load_record(name, args.out) if args.figures_only else
                   mod.run(cfg, out=args.out, resume=args.resume, progress=not args.no_progress,
                           jobs=args.jobs, threads=args.threads))
