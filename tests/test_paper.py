@@ -105,8 +105,9 @@ def test_perplexity_split_is_disjoint():
     assert torch.equal(x[:, 1:], y[:, :-1]) and x.shape == (5, 32)
 
 
-def test_nb11_checker_fails_on_stub_wrong_and_package(rng):
+def test_nb12_checker_fails_on_stub_wrong_and_package(rng):
     from dma_ref.check import nb12
+    from dma_ref.course import solutions
     from dma_ref.lab.paper import sizing
 
     def stub(t, L, n):
@@ -118,11 +119,8 @@ def test_nb11_checker_fails_on_stub_wrong_and_package(rng):
     def package(t, L, n):
         return sizing.keys_read("nsa", t, 8 * L)["selected"]
 
-    def right(t, L, n):
-        return t + 1 if t // L + 1 <= n else (n - 1) * L + t % L + 1
-
     for seed in torch.randint(0, 2**31, (3,), generator=rng).tolist():
         for fn in (stub, wrong, package):
             assert not nb12.check_selected_tokens(fn, seed=seed), (fn.__name__, seed)
-        result = nb12.check_selected_tokens(right, seed=seed)
+        result = nb12.check_selected_tokens(solutions("12").selected_tokens, seed=seed)
         assert result and result.seed == seed
