@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from dma_ref import dma_mask, key_lifetimes
-from dma_ref.check import nb10
 from dma_ref.lab.tasks import ROLE_QUERY, ROLE_VALUE, mqar
 from dma_ref.lab.train import accuracy
 from dma_ref.nn import ModelConfig, TinyLM
@@ -124,61 +123,3 @@ def test_figures(setup):
                                         {"mha": [[1, 0.5], [2, 1.0]], "swa": [[1, 0.1], [2, 0.2]],
                                          "dma": [[1, 0.4], [2, 0.95]]}, {"seq_len": 32})):
         assert len(fig.axes) >= 1
-
-
-# ---------------------------------------------------------------------------------------------
-# notebook 10 checkers
-# ---------------------------------------------------------------------------------------------
-
-def stub(*args, **kwargs):
-    raise NotImplementedError
-
-
-def pair_attention_ok(probs, roles):
-    return probs[roles == ROLE_QUERY][:, roles <= ROLE_VALUE].sum(-1).mean().item()
-
-
-def pair_attention_wrong(probs, roles):            # averages over every row
-    return probs[:, roles <= ROLE_VALUE].sum(-1).mean().item()
-
-
-def survivors_ok(s, w):
-    K = len(s)
-    order = sorted(range(K), key=lambda j: (float(s[j]), j), reverse=True)[:w]
-    out = torch.zeros(K, dtype=torch.bool)
-    out[order] = True
-    return out
-
-
-def survivors_wrong(s, w):                          # the w most recent keys: a sliding window
-    out = torch.zeros(len(s), dtype=torch.bool)
-    out[-w:] = True
-    return out
-
-
-def survivors_topk(s, w):                           # no tie rule: torch.topk's order
-    out = torch.zeros(len(s), dtype=torch.bool)
-    out[torch.topk(s, min(w, len(s))).indices] = True
-    return out
-
-
-def survivors_earlier_wins(s, w):                   # the tie rule reversed
-    K = len(s)
-    order = sorted(range(K), key=lambda j: (float(s[j]), -j), reverse=True)[:w]
-    out = torch.zeros(K, dtype=torch.bool)
-    out[order] = True
-    return out
-
-
-@pytest.mark.parametrize("checker,ok,wrong", [
-    (nb10.check_pair_attention, pair_attention_ok, pair_attention_wrong),
-    (nb10.check_survivors, survivors_ok, survivors_wrong),
-    (nb10.check_survivors, survivors_ok, survivors_topk),
-    (nb10.check_survivors, survivors_ok, survivors_earlier_wins),
-])
-def test_nb09_checkers(checker, ok, wrong):
-    assert not checker(stub)
-    with pytest.raises(AssertionError):
-        checker(stub, strict=True)
-    assert not checker(wrong)
-    assert checker(ok, strict=True)
