@@ -3,13 +3,14 @@ back a sliding-window model can see."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 
 import torch
 
 from ..lab.tasks import IGNORE
 from ..mask import sliding_window_mask
-from .core import Result, exercise, generator, resolve_seed, run_checks
+from .core import Result, exercise, forbid, generator, resolve_seed, run_checks
 
 
 @exercise(points=1)
@@ -75,7 +76,9 @@ def check_first_blind_query(fn: Callable[[int, int, int], int], strict: bool = F
             N = 2 * P + L * w + 4
             blind = [p for p in range(N) if not reachable_from(N, w, L, p)[:2 * P].any()]
             want = blind[0]
-            got = fn(P, w, L)
+            with forbid("write it yourself: the exercise is the formula, not a search with "
+                        "reachable_from", (sys.modules[__name__], "reachable_from")):
+                got = fn(P, w, L)
             assert int(got) == want, (f"num_pairs={P}, window={w}, n_layers={L} (seed {seed}): "
                                       f"expected {want}, got {got}")
     return run_checks("first query a sliding window cannot answer", trials, strict=strict,
