@@ -124,3 +124,22 @@ def test_nb12_checker_fails_on_stub_wrong_and_package(rng):
             assert not nb12.check_selected_tokens(fn, seed=seed), (fn.__name__, seed)
         result = nb12.check_selected_tokens(solutions("12").selected_tokens, seed=seed)
         assert result and result.seed == seed
+
+
+def test_mqar_table_keeps_pair_counts_apart():
+    """(N = 128, w = 16) is w = P at P = 16 and w = P/2 at P = 32: two rows, each with its own
+    MHA (trained once per (N, P, width))."""
+    from dma_ref.viz.paper import mqar_markdown, mqar_table, plot_mqar
+
+    def run(P, w, acc):
+        return {"seq_len": 128, "pairs": P, "window": w, "d_model": 64, "accuracy": acc}
+
+    record = {"results": {"mha": {"a": run(16, 8, 0.9), "b": run(32, 16, 0.7)},
+                          "dma": {"c": run(16, 16, 0.8), "d": run(32, 16, 0.5),
+                                  "e": run(16, 8, 0.4)}}}
+    rows = mqar_table(record)
+    assert [(r["pairs"], r["window"], r["mha"], r["dma"]) for r in rows] == [
+        (16, 8, 0.9, 0.4), (16, 16, 0.9, 0.8), (32, 16, 0.7, 0.5)]
+    assert mqar_markdown(record).count("\n") == 2 + len(rows) - 1
+    fig = plot_mqar(record)
+    assert sum(ax.get_visible() for ax in fig.axes) == 3

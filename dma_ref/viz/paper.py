@@ -115,20 +115,22 @@ def plot_passkey(record: dict):
 
 
 def mqar_table(record: dict) -> list[dict]:
-    """One row per grid point: ``{"seq_len", "pairs", "window", "d_model", "mha": acc, ...}``
-    (windowless methods repeated at every window of their (N, width))."""
+    """One row per grid point: ``{"seq_len", "pairs", "window", "d_model", "mha": acc, ...}``,
+    sorted by (N, P, w, width) (windowless methods repeated at every window of their (N, P,
+    width))."""
     rows: dict[tuple, dict] = {}
     for m in METHODS:
         for r in record["results"].get(m, {}).values():
             if m in ("mha", "mla"):
                 continue
-            key = (r["seq_len"], r["window"], r["d_model"])
+            key = (r["seq_len"], r["pairs"], r["window"], r["d_model"])
             rows.setdefault(key, {"seq_len": r["seq_len"], "pairs": r["pairs"],
                                   "window": r["window"], "d_model": r["d_model"]})[m] = r["accuracy"]
     for m in ("mha", "mla"):
         for r in record["results"].get(m, {}).values():
             for row in rows.values():
-                if (row["seq_len"], row["d_model"]) == (r["seq_len"], r["d_model"]):
+                if (row["seq_len"], row["pairs"], row["d_model"]) == (r["seq_len"], r["pairs"],
+                                                                      r["d_model"]):
                     row[m] = r["accuracy"]
     return [rows[k] for k in sorted(rows)]
 
@@ -146,24 +148,25 @@ def mqar_markdown(record: dict) -> str:
 
 
 def plot_mqar(record: dict):
-    """Accuracy against model width, one panel per (N, window) (Fig. 6 layout: columns the
+    """Accuracy against model width, one panel per (N, P, w) (Fig. 6 layout: columns the
     sequence lengths), one line per method."""
     rows = mqar_table(record)
     Ns = sorted({r["seq_len"] for r in rows})
-    ws = {N: sorted({r["window"] for r in rows if r["seq_len"] == N}) for N in Ns}
-    n_rows = max(len(v) for v in ws.values())
-    fig, axes = plt.subplots(n_rows, len(Ns), figsize=(4.2 * len(Ns), 3.2 * n_rows),
+    panels = {N: sorted({(r["pairs"], r["window"]) for r in rows if r["seq_len"] == N}) for N in Ns}
+    n_rows = max(len(v) for v in panels.values())
+    fig, axes = plt.subplots(n_rows, len(Ns), figsize=(4.2 * len(Ns), 3.0 * n_rows),
                              squeeze=False, sharey=True)
     for c, N in enumerate(Ns):
-        for r, w in enumerate(ws[N]):
+        for r in range(len(panels[N]), n_rows):
+            axes[r][c].set_visible(False)
+        for r, (P, w) in enumerate(panels[N]):
             ax = axes[r][c]
-            pts = sorted((x for x in rows if x["seq_len"] == N and x["window"] == w),
+            pts = sorted((x for x in rows if (x["seq_len"], x["pairs"], x["window"]) == (N, P, w)),
                          key=lambda x: x["d_model"])
             for m in METHODS:
                 if all(m in x for x in pts):
                     ax.plot([x["d_model"] for x in pts], [x[m] for x in pts], "-o",
                             color=COLORS[m], label=NAMES[m])
-            P = pts[0]["pairs"]
             ax.set_title(f"N = {N}, P = {P}, w = {w} ({'w < P' if w < P else 'w >= P'})")
             ax.set_xticks([x["d_model"] for x in pts])
             ax.set_ylim(-0.03, 1.03)

@@ -1,8 +1,9 @@
 """The MQAR grid (the paper's Fig. 6 in spirit): the five methods on the lab's MQAR recipe
 (``dma_ref.lab.train.TrainConfig``: Zoology-style pairs, queries in the second half, a mix of
 lengths every step, short convolution, window curriculum) across sequence lengths N, pair
-counts P = N/8 (the recipe's N/16 doubled; the paper's Fig. 6 goes to N/4), windows below and at P (w < P: no method with w keys can keep every pair; w >= P:
-it can) and two model widths. MHA and MLA keep every key, so they are trained once per (N,
+counts P = N/8 and N/4 (the paper's Fig. 6 goes to N/4; at N/4 the pairs fill the first half),
+windows below and at P (w < P: no method with w keys can keep every pair; w >= P: it can) and two
+model widths. MHA and MLA keep every key, so they are trained once per (N,
 width). Accuracy: the share of held-out queries answered right (chance 2/V).
 """
 
@@ -21,7 +22,7 @@ WINDOWLESS = ("mha", "mla")
 @dataclass
 class MQARGrid:
     seq_lens: tuple[int, ...] = (128, 256)
-    pairs_divisor: int = 8                     # P = N / pairs_divisor
+    pairs_divisors: tuple[int, ...] = (8, 4)   # P = N / divisor
     window_fractions: tuple[float, ...] = (0.5, 1.0)   # w = P * f: w < P and w = P
     widths: tuple[int, ...] = (32, 64)
     train: dict = field(default_factory=lambda: {"steps": 900, "batch_size": 32,
@@ -31,26 +32,26 @@ class MQARGrid:
     seed: int = 0
 
 
-SMOKE = {"seq_lens": (32,), "widths": (16,), "window_fractions": (0.5,),
+SMOKE = {"seq_lens": (32,), "pairs_divisors": (8,), "widths": (16,), "window_fractions": (0.5,),
          "train": {"steps": 4, "batch_size": 4, "window_hold": 1, "window_anneal": 1,
                    "eval_every": 2, "eval_size": 8, "mix_divisors": (2,)}}
 
 
 def cells(grid: MQARGrid, methods=METHODS) -> list[dict]:
     """Every run of the grid: ``{"key", "attn", "seq_len", "pairs", "window", "d_model"}``;
-    windowless methods once per (N, width), with the smallest window (unused)."""
+    windowless methods once per (N, P, width), with the smallest window (unused)."""
     out = []
     for N in grid.seq_lens:
-        P = N // grid.pairs_divisor
-        for d in grid.widths:
-            for f in grid.window_fractions:
-                w = max(1, round(P * f))
-                for attn in methods:
-                    if attn in WINDOWLESS and f != grid.window_fractions[0]:
-                        continue
-                    key = f"N{N}_P{P}_d{d}" + ("" if attn in WINDOWLESS else f"_w{w}")
-                    out.append({"key": key, "attn": attn, "seq_len": N, "pairs": P,
-                                "window": w, "d_model": d})
+        for P in (N // divisor for divisor in grid.pairs_divisors):
+            for d in grid.widths:
+                for f in grid.window_fractions:
+                    w = max(1, round(P * f))
+                    for attn in methods:
+                        if attn in WINDOWLESS and f != grid.window_fractions[0]:
+                            continue
+                        key = f"N{N}_P{P}_d{d}" + ("" if attn in WINDOWLESS else f"_w{w}")
+                        out.append({"key": key, "attn": attn, "seq_len": N, "pairs": P,
+                                    "window": w, "d_model": d})
     return out
 
 
