@@ -36,3 +36,27 @@ def assert_solution_passes(checker, solution, rng: torch.Generator) -> None:
     for seed in three_seeds(rng):
         result = checker(solution, strict=True, seed=seed)
         assert result and result.passed and result.seed == seed
+
+
+def checker_tests(cases: list[tuple]):
+    """The three tests above, parametrized over ``cases`` of ``(checker, solution, wrongs)`` and
+    named by checker, for a test module to bind at top level::
+
+        test_stub_fails, test_wrong_answers_fail, test_correct_solution_passes = checker_tests(CASES)
+    """
+    ids = [c[0].__name__ for c in cases]
+    each = pytest.mark.parametrize("checker, solution, wrongs", cases, ids=ids)
+
+    @each
+    def test_stub_fails(checker, solution, wrongs):
+        assert_stub_fails(checker)
+
+    @each
+    def test_wrong_answers_fail(checker, solution, wrongs, rng):
+        assert_wrong_answers_fail(checker, wrongs, rng)
+
+    @each
+    def test_correct_solution_passes(checker, solution, wrongs, rng):
+        assert_solution_passes(checker, solution, rng)
+
+    return test_stub_fails, test_wrong_answers_fail, test_correct_solution_passes

@@ -4,15 +4,9 @@ answer or a call to the package's own solution, passes on the solved notebook's 
 
 from __future__ import annotations
 
-import pytest
 import torch
 import torch.nn.functional as F
-from checker_harness import (
-    assert_solution_passes,
-    assert_stub_fails,
-    assert_wrong_answers_fail,
-    stub,
-)
+from checker_harness import checker_tests, stub
 
 import dma_ref
 from dma_ref.check import nb00, nb01, nb02, nb03
@@ -189,22 +183,7 @@ CASES = [
     (nb03.check_dead_keys, S03.dead_keys, [dead_keys_global_set]),
     (nb03.check_score_grad, S03.score_grad, [score_grad_mean, score_grad_modulo_groups]),
 ]
-IDS = [c[0].__name__ for c in CASES]
-
-
-@pytest.mark.parametrize("checker, solution, wrongs", CASES, ids=IDS)
-def test_stub_fails(checker, solution, wrongs):
-    assert_stub_fails(checker)
-
-
-@pytest.mark.parametrize("checker, solution, wrongs", CASES, ids=IDS)
-def test_wrong_answers_fail(checker, solution, wrongs, rng):
-    assert_wrong_answers_fail(checker, wrongs, rng)
-
-
-@pytest.mark.parametrize("checker, solution, wrongs", CASES, ids=IDS)
-def test_correct_solution_passes(checker, solution, wrongs, rng):
-    assert_solution_passes(checker, solution, rng)
+test_stub_fails, test_wrong_answers_fail, test_correct_solution_passes = checker_tests(CASES)
 
 
 def test_softmax_guard_is_restored():

@@ -4,13 +4,8 @@ call to the package's own solution; passes on the solved notebook's solution
 
 from __future__ import annotations
 
-import pytest
 import torch
-from checker_harness import (
-    assert_solution_passes,
-    assert_stub_fails,
-    assert_wrong_answers_fail,
-)
+from checker_harness import checker_tests
 
 from dma_ref.check import nb04
 from dma_ref.course import solutions
@@ -66,19 +61,4 @@ CASES = [
     (nb04.check_union_size, S04.union_size, [union_size_no_admission_test, union_size_last_row,
                                              union_size_package]),
 ]
-IDS = [c[0].__name__ for c in CASES]
-
-
-@pytest.mark.parametrize("checker, solution, wrongs", CASES, ids=IDS)
-def test_stub_fails(checker, solution, wrongs):
-    assert_stub_fails(checker)
-
-
-@pytest.mark.parametrize("checker, solution, wrongs", CASES, ids=IDS)
-def test_wrong_answers_fail(checker, solution, wrongs, rng):
-    assert_wrong_answers_fail(checker, wrongs, rng)
-
-
-@pytest.mark.parametrize("checker, solution, wrongs", CASES, ids=IDS)
-def test_correct_solution_passes(checker, solution, wrongs, rng):
-    assert_solution_passes(checker, solution, rng)
+test_stub_fails, test_wrong_answers_fail, test_correct_solution_passes = checker_tests(CASES)

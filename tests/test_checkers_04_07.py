@@ -5,13 +5,8 @@ written once in course/source/)."""
 
 from __future__ import annotations
 
-import pytest
 import torch
-from checker_harness import (
-    assert_solution_passes,
-    assert_stub_fails,
-    assert_wrong_answers_fail,
-)
+from checker_harness import checker_tests
 
 from dma_ref.check import nb06, nb07
 from dma_ref.course import solutions
@@ -79,19 +74,4 @@ CASES = [
     (nb07.check_dS, S07.dS_chunk, [dS_without_delta, dS_delta_from_tile]),
     (nb07.check_ds_accumulate, S07.ds_accumulate, [ds_assign, ds_rows_only]),
 ]
-IDS = [c[0].__name__ for c in CASES]
-
-
-@pytest.mark.parametrize("checker, solution, wrongs", CASES, ids=IDS)
-def test_stub_fails(checker, solution, wrongs):
-    assert_stub_fails(checker)
-
-
-@pytest.mark.parametrize("checker, solution, wrongs", CASES, ids=IDS)
-def test_wrong_answers_fail(checker, solution, wrongs, rng):
-    assert_wrong_answers_fail(checker, wrongs, rng)
-
-
-@pytest.mark.parametrize("checker, solution, wrongs", CASES, ids=IDS)
-def test_correct_solution_passes(checker, solution, wrongs, rng):
-    assert_solution_passes(checker, solution, rng)
+test_stub_fails, test_wrong_answers_fail, test_correct_solution_passes = checker_tests(CASES)

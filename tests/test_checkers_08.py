@@ -3,8 +3,7 @@ package's own counts, and pass on the solved notebook's solutions (``dma_ref.cou
 
 from __future__ import annotations
 
-import pytest
-from checker_harness import assert_solution_passes, assert_stub_fails, assert_wrong_answers_fail
+from checker_harness import checker_tests
 
 from dma_ref import flops
 from dma_ref.check import nb08
@@ -43,22 +42,7 @@ CASES = [
     (nb08.check_crossover, S08.crossover_length,
      [crossover_off_by_one, crossover_equal_work, crossover_package]),
 ]
-IDS = [c[0].__name__ for c in CASES]
-
-
-@pytest.mark.parametrize("checker, solution, wrongs", CASES, ids=IDS)
-def test_stub_fails(checker, solution, wrongs):
-    assert_stub_fails(checker)
-
-
-@pytest.mark.parametrize("checker, solution, wrongs", CASES, ids=IDS)
-def test_wrong_answers_fail(checker, solution, wrongs, rng):
-    assert_wrong_answers_fail(checker, wrongs, rng)
-
-
-@pytest.mark.parametrize("checker, solution, wrongs", CASES, ids=IDS)
-def test_correct_solution_passes(checker, solution, wrongs, rng):
-    assert_solution_passes(checker, solution, rng)
+test_stub_fails, test_wrong_answers_fail, test_correct_solution_passes = checker_tests(CASES)
 
 
 def test_the_counts_work_again_after_a_check():

@@ -3,9 +3,8 @@ several seeds, and pass on the solved notebooks' solutions (``dma_ref.course.sol
 
 from __future__ import annotations
 
-import pytest
 import torch
-from checker_harness import assert_solution_passes, assert_stub_fails, assert_wrong_answers_fail
+from checker_harness import checker_tests
 
 from dma_ref.check import nb09, nb10
 from dma_ref.course import solutions
@@ -70,19 +69,4 @@ CASES = [
     (nb10.check_survivors, S10.survivors, [survivors_sliding_window, survivors_topk,
                                            survivors_earlier_wins, survivors_package]),
 ]
-IDS = [c[0].__name__ for c in CASES]
-
-
-@pytest.mark.parametrize("checker, solution, wrongs", CASES, ids=IDS)
-def test_stub_fails(checker, solution, wrongs):
-    assert_stub_fails(checker)
-
-
-@pytest.mark.parametrize("checker, solution, wrongs", CASES, ids=IDS)
-def test_wrong_answers_fail(checker, solution, wrongs, rng):
-    assert_wrong_answers_fail(checker, wrongs, rng)
-
-
-@pytest.mark.parametrize("checker, solution, wrongs", CASES, ids=IDS)
-def test_correct_solution_passes(checker, solution, wrongs, rng):
-    assert_solution_passes(checker, solution, rng)
+test_stub_fails, test_wrong_answers_fail, test_correct_solution_passes = checker_tests(CASES)
