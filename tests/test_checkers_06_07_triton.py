@@ -7,6 +7,9 @@ kernels and bypasses: tests/triton_solutions_06_07.py."""
 
 from __future__ import annotations
 
+import inspect
+import re
+
 import pytest
 import triton_solutions_06_07 as sol
 from checker_harness import assert_solution_passes, assert_wrong_answers_fail
@@ -53,8 +56,27 @@ def test_correct_solution_passes(checker, stub, solution, wrongs, rng):
     assert_solution_passes(checker, solution, rng)
 
 
-def test_the_wrong_kernels_body_without_its_mistake_passes(rng):
-    assert_solution_passes(nb07.check_key_major_backward, sol.km_body_right, rng)
+@pytest.mark.parametrize("old, found", [("no such line", 0), ("tl.load(", 8)])
+def test_a_mutant_edit_must_match_exactly_once(old, found):
+    # The wrong kernels are mutants of the solutions: an edit that no longer matches the solution
+    # (or matches twice) must fail loudly, not quietly test the right kernel.
+    with pytest.raises(AssertionError, match=re.escape(f"edit {old!r} found {found} times")):
+        sol.mutant(S06.dma_fwd_kernel, "fwd_broken", (old, "x"))
+
+
+def test_a_mutant_differs_from_its_solution():
+    with pytest.raises(AssertionError, match="change nothing"):
+        sol.mutant(S06.dma_fwd_kernel, "fwd_noop", ("p = K - Q + i", "p = K - Q + i"))
+    with pytest.raises(AssertionError, match="reads no tl_helper"):
+        sol.mutant(S07.key_major_kernel, "km_noop", tl_helper=S07.probabilities)
+    # Each wrong kernel differs from its solution: in its source, or in a helper it calls.
+    for _, _, solution, wrongs in CASES:
+        for wrong in wrongs:
+            glob, solution_glob = wrong.fn.__globals__, solution.fn.__globals__
+            changed = [name for name in solution.fn.__code__.co_names
+                       if glob.get(name) is not solution_glob.get(name)]
+            source = inspect.getsource(wrong.fn).replace(wrong.fn.__name__, solution.fn.__name__, 1)
+            assert source != inspect.getsource(solution.fn) or changed, wrong.fn.__name__
 
 
 @pytest.mark.parametrize("checker, bypass, message", BYPASSES,
