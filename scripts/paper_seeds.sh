@@ -4,7 +4,8 @@
 # too small for it). One process per training run, one thread each.
 #   SEEDS="1 2" bash scripts/paper_seeds.sh     -> figures/paper/seed1/mqar.json, seed2/...
 #   T=540 JOBS=15 ...                           time limit per seed (s), runs at a time
-# PYTHON picks the interpreter (default python3). With OUT set, the records go to $OUT/seedN/ instead (a remote machine's results folder).
+# PYTHON picks the interpreter (default python3). With OUT set, the records go to $OUT/seedN/
+# instead (a remote machine's results folder).
 # Each record is saved after every finished run, so a run cut by T keeps what finished, and
 # `--resume` on the same folder trains only what is missing.
 # The package need not be installed: it is staged as /tmp/pkg/dma_ref (kernels/ copied to
@@ -18,14 +19,23 @@ mkdir -p /tmp/pkg
 rm -rf /tmp/pkg/dma_ref && cp -r dma_ref /tmp/pkg/dma_ref && cp -r kernels /tmp/pkg/dma_ref/kernels
 export PYTHONPATH=/tmp/pkg PYTHONUNBUFFERED=1 CUDA_VISIBLE_DEVICES="" OMP_NUM_THREADS=1
 if ! "$PY" -c "import tqdm" 2>/dev/null; then
-  [ -d "$REPO/build/pylib/tqdm" ] || { echo "tqdm is missing: pip install tqdm or put it in build/pylib" >&2; exit 1; }
+  if [ ! -d "$REPO/build/pylib/tqdm" ]; then
+    echo "tqdm is missing: pip install tqdm or put it in build/pylib" >&2
+    exit 1
+  fi
   export PYTHONPATH=/tmp/pkg:$REPO/build/pylib
 fi
 cd /tmp
 echo "$(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), jobs $JOBS"
 for seed in ${SEEDS:-1}; do
   mkdir -p "$DEST/seed$seed"
-  timeout "${T:-540}" "$PY" -m dma_ref.lab.paper mqar --seed "$seed" --jobs "$JOBS" --threads 1 \
-    --out "$DEST/seed$seed" --resume --no-progress --no-figures || echo "seed $seed: stopped (exit $?)"
-  "$PY" -c "import json,sys; r=json.load(open(sys.argv[1])); print('seed', r['seed'], {m: len(v) for m, v in r['results'].items()}, 'wall', round(r['wall_seconds']))" "$DEST/seed$seed/mqar.json" || true
+  timeout "${T:-540}" "$PY" -m dma_ref.lab.paper mqar --seed "$seed" --jobs "$JOBS" \
+    --threads 1 --out "$DEST/seed$seed" --resume --no-progress --no-figures \
+    || echo "seed $seed: stopped (exit $?)"
+  [ -f "$DEST/seed$seed/mqar.json" ] || { echo "seed $seed: no run finished"; continue; }
+  "$PY" - "$DEST/seed$seed/mqar.json" <<'PY' || true
+import json, sys
+r = json.load(open(sys.argv[1]))
+print("seed", r["seed"], {m: len(v) for m, v in r["results"].items()}, "wall", round(r["wall_seconds"]))
+PY
 done

@@ -42,7 +42,8 @@ def checker_tests(cases: list[tuple]):
     """The three tests above, parametrized over ``cases`` of ``(checker, solution, wrongs)`` and
     named by checker, for a test module to bind at top level::
 
-        test_stub_fails, test_wrong_answers_fail, test_correct_solution_passes = checker_tests(CASES)
+        (test_stub_fails, test_wrong_answers_fail,
+         test_correct_solution_passes) = checker_tests(CASES)
     """
     ids = [c[0].__name__ for c in cases]
     each = pytest.mark.parametrize("checker, solution, wrongs", cases, ids=ids)

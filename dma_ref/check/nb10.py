@@ -51,7 +51,8 @@ def check_survivors(fn: Callable[[torch.Tensor, int], torch.Tensor], strict: boo
     seed = resolve_seed(seed)
     places = [(dma_ref, "key_lifetimes"), (lifetimes_mod, "key_lifetimes"),
               (lifetimes_mod, "lifetimes_from_ranks"), (lifetimes_mod, "running_threshold"),
-              (dma_ref, "dma_mask"), (mask_mod, "dma_mask"), (sys.modules[__name__], "key_lifetimes")]
+              (dma_ref, "dma_mask"), (mask_mod, "dma_mask"),
+              (sys.modules[__name__], "key_lifetimes")]
 
     def trials() -> None:
         g = generator(seed)

@@ -58,8 +58,8 @@ from .markers import (
     student_notebook,
 )
 
-__all__ = ["BEGIN", "CODE_STUB", "END", "MARKDOWN_STUB", "SOURCE_DIR", "STUB", "STUDENT_DIR", "TODO",
-           "MarkerError", "build", "defines", "exercise_pair", "exercises", "generate", "grade_check",
-           "has_solution", "imports_of", "init", "problems", "render", "solution_code", "solutions",
-           "source_notebook", "source_notebooks", "stale", "strip_solutions", "student_notebook",
-           "support_code"]
+__all__ = ["BEGIN", "CODE_STUB", "END", "MARKDOWN_STUB", "SOURCE_DIR", "STUB", "STUDENT_DIR",
+           "TODO", "MarkerError", "build", "defines", "exercise_pair", "exercises", "generate",
+           "grade_check", "has_solution", "imports_of", "init", "problems", "render",
+           "solution_code", "solutions", "source_notebook", "source_notebooks", "stale",
+           "strip_solutions", "student_notebook", "support_code"]

@@ -116,8 +116,8 @@ def plot_passkey(record: dict):
 
 def mqar_table(record: dict) -> list[dict]:
     """One row per grid point: ``{"seq_len", "pairs", "window", "d_model", "mha": acc, ...}``,
-    sorted by (N, P, w, width) (windowless methods repeated at every window of their (N, P,
-    width))."""
+    sorted by (N, P, w, width); windowless methods repeated at every window of their
+    (N, P, width)."""
     rows: dict[tuple, dict] = {}
     for m in METHODS:
         for r in record["results"].get(m, {}).values():

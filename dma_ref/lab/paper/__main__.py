@@ -1,7 +1,7 @@
 """Run the paper experiments and record them under ``figures/paper/``.
 
-    python -m dma_ref.lab.paper all              # perplexity, passkey, mqar (about 3.4 hours, one run at a time)
-    python -m dma_ref.lab.paper all --jobs 2 --threads 1   # two runs at a time, one core each (about 1.7 hours on 2 cores)
+    python -m dma_ref.lab.paper all              # perplexity, passkey, mqar: ~3.4 h, 1 run at a time
+    python -m dma_ref.lab.paper all --jobs 2 --threads 1   # 2 runs at a time, 1 core each: ~1.7 h
     python -m dma_ref.lab.paper passkey --resume # skip the methods already recorded
     python -m dma_ref.lab.paper all --smoke --out /tmp/paper   # a seconds-long slice (CI)
     python -m dma_ref.lab.paper all --figures-only               # redraw from the records

@@ -3,8 +3,8 @@
 lengths every step, short convolution, window curriculum) across sequence lengths N, pair
 counts P = N/8 and N/4 (the paper's Fig. 6 goes to N/4; at N/4 the pairs fill the first half),
 windows below and at P (w < P: no method with w keys can keep every pair; w >= P: it can) and two
-model widths. MHA and MLA keep every key, so they are trained once per (N,
-width). Accuracy: the share of held-out queries answered right (chance 2/V).
+model widths. MHA and MLA keep every key, so they are trained once per (N, P, width). Accuracy:
+the share of held-out queries answered right (chance 2/V).
 """
 
 from __future__ import annotations
