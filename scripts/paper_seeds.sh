@@ -7,7 +7,8 @@
 # PYTHON picks the interpreter (default python3). With OUT set, the records go to $OUT/seedN/
 # instead (a remote machine's results folder).
 # Each record is saved after every finished run, so a run cut by T keeps what finished, and
-# `--resume` on the same folder trains only what is missing.
+# `--resume` on the same folder trains only what is missing (with OUT set, a record already in
+# figures/paper/seedN/ is copied there first: commit a cut run's record, run again).
 # The package need not be installed: it is staged as /tmp/pkg/dma_ref (kernels/ copied to
 # dma_ref/kernels, as pyproject.toml maps them); tqdm is taken from build/pylib if missing.
 set -euo pipefail
@@ -29,6 +30,11 @@ cd /tmp
 echo "$(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), jobs $JOBS"
 for seed in ${SEEDS:-1}; do
   mkdir -p "$DEST/seed$seed"
+  # On a remote machine, continue from the record the checkout already holds (--resume).
+  if [ "$DEST" != "$REPO/figures/paper" ] && [ -f "$REPO/figures/paper/seed$seed/mqar.json" ] \
+     && [ ! -f "$DEST/seed$seed/mqar.json" ]; then
+    cp "$REPO/figures/paper/seed$seed/mqar.json" "$DEST/seed$seed/"
+  fi
   timeout "${T:-540}" "$PY" -m dma_ref.lab.paper mqar --seed "$seed" --jobs "$JOBS" \
     --threads 1 --out "$DEST/seed$seed" --resume --no-progress --no-figures \
     || echo "seed $seed: stopped (exit $?)"
