@@ -10,8 +10,8 @@ grades what each copy needs (:func:`dma_ref.course.grade_check`'s default): the 
 student notebooks' *exercise notebooks* (one cell of imports and helpers, then the exercise and
 checker cells; nbval already runs the student notebooks whole in CI). The grader's reference is
 the full student notebook, so an exercise missing from an exercise notebook still counts
-against it. Measured on the 2-core CPU under load: about 2 minutes for the twelve converted
-notebooks (the exercise notebooks of both copies alone: about 1 minute). ``make grade-check``
+against it. Measured on the 2-core CPU: about 2 minutes for the thirteen notebooks (the exercise
+notebooks of both copies alone: about 1 minute). ``make grade-check``
 also grades the student notebooks whole."""
 
 from __future__ import annotations
