@@ -286,7 +286,7 @@ def learned_mask_widget(model, batch: TaskBatch, *, layer: int | None = None, he
     ``state["answer"]`` (position, key, target, prediction, right: the model's answer at that
     query with that window), ``state["accuracy"]`` (held-out accuracy of ``batch`` at that
     window) and ``state["fig"]``, and counts ``state["updates"]``. ``show=False`` skips drawing
-    into the output area (tests).
+    into the image (tests).
     """
     import ipywidgets as W
 
@@ -319,7 +319,7 @@ def learned_mask_widget(model, batch: TaskBatch, *, layer: int | None = None, he
         "window": W.IntSlider(value=cfg.window if window is None else window, min=1, max=N,
                               description="window w", **slider),
     }
-    out = W.Output()
+    out = W.Image(format="png")
     state: dict[str, Any] = {"controls": controls, "output": out, "view": None, "row": None,
                              "answer": None, "accuracy": None, "fig": None, "updates": 0}
 

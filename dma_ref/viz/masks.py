@@ -10,6 +10,7 @@ keys ``j``; a dark cell means "query p keeps key j".
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -279,23 +280,32 @@ def plot_explorer(data: dict[str, Any]):
 # ----------------------------------------------------------------------------------------------
 
 
+def figure_png(fig: plt.Figure) -> bytes:
+    """The figure as PNG bytes (tight bounding box, the figure's own dpi)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    return buf.getvalue()
+
+
 def bind_controls(controls: dict, render, state: dict, show: bool) -> None:
     """The widget factories' shared wiring: every change of a control calls
     ``render({name: value})`` (which returns the new figure and may fill ``state``), stores the
-    figure in ``state["fig"]``, counts ``state["updates"]`` and, with ``show``, draws it into
-    ``state["output"]``. Renders once now."""
-    from IPython.display import display
+    figure in ``state["fig"]``, counts ``state["updates"]`` and, with ``show``, puts its PNG into
+    ``state["output"]`` (an ``ipywidgets.Image``). Renders once now.
 
+    An Image widget rather than an Output widget: while a notebook executes under nbclient (voila,
+    nbconvert), output captured by an Output widget makes nbclient send a comm message on the
+    shell channel while it awaits the cell's reply there, and voila then sometimes never sees the
+    reply: the page hangs at the widget cell (seen about one load in three on a busy 2-core CPU).
+    """
     out = state["output"]
 
     def update(_change=None) -> None:
         fig = render({name: c.value for name, c in controls.items()})
-        plt.close(fig)                      # keep it out of pyplot's global list; shown below
+        plt.close(fig)                      # keep it out of pyplot's global list
         state.update(fig=fig, updates=state["updates"] + 1)
         if show:
-            with out:
-                out.clear_output(wait=True)
-                display(fig)
+            out.value = figure_png(fig)
 
     for c in controls.values():
         c.observe(update, names="value")
@@ -314,7 +324,7 @@ def mask_explorer_widget(seed: int = 0, N: int = 32, window: int = 6, A_scale: f
     are drawn meanwhile). Sliders redraw when released. Every change recomputes
     ``state["data"]`` (``explorer_data``) and ``state["fig"]`` (``plot_explorer``), and counts
     ``state["updates"]``.
-    ``show=False`` skips drawing into the output area (tests).
+    ``show=False`` skips drawing into the image (tests).
     """
     import ipywidgets as W
 
@@ -335,7 +345,7 @@ def mask_explorer_widget(seed: int = 0, N: int = 32, window: int = 6, A_scale: f
                          description="scores", continuous_update=False,
                          layout=W.Layout(width="520px")),
     }
-    out = W.Output()
+    out = W.Image(format="png")
     state: dict[str, Any] = {"controls": controls, "output": out, "data": None, "fig": None,
                              "updates": 0}
 
