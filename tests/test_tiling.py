@@ -199,3 +199,27 @@ def test_viz_tiles_data_and_figures():
                 viz_tiles.plot_union_growth(Ns, data, 17, 16), viz_tiles.plot_gqa_packing(G=2)):
         assert fig.axes
         plt.close(fig)
+
+
+@pytest.mark.parametrize("Q,K,w,BN", [(37, 37, 5, 8), (9, 30, 4, 16), (20, 20, 64, 16),
+                                      (1, 13, 2, 4)])
+def test_key_major_rows_cover_every_kept_pair_and_no_more(Q, K, w, BN, rng):
+    """The row range of each key block holds every row that keeps one of its keys; it starts at
+    the block's first causal row and ends at most one block past the last row that keeps a key
+    (a never-kept key j has e_j = j, which can raise the block's max e_j by less than BN)."""
+    from dma_ref.viz.tiles import key_major_rows
+
+    s = torch.randn(1, 1, K, generator=rng)
+    s[..., K // 3:K // 3 + 4] = 0.5                     # ties
+    e = dma_ref.key_lifetimes(s, w)[0, 0]
+    keep = mask_from_lifetimes(e[None, None], Q)[0, 0]  # [Q, K], rows at K - Q + i
+    lo, hi = key_major_rows(e, Q, BN)
+    assert lo.shape == hi.shape == (math.ceil(K / BN),)
+    for b in range(len(lo)):
+        rows = keep[:, b * BN:(b + 1) * BN].any(1).nonzero().flatten().tolist()
+        a, z = int(lo[b]), int(hi[b])
+        first = max(b * BN - (K - Q), 0)
+        assert a == min(first, Q) or a == first, (b, a, z)
+        assert all(a <= r < z for r in rows), (b, a, z, rows)
+        end = rows[-1] + 1 if rows else a
+        assert z <= max(end, min(b * BN + BN - (K - Q), Q)), (b, a, z, rows)

@@ -35,3 +35,19 @@ def test_figures_draw():
                 viz_triton.plot_logit_tiles(5, 11, 4, 4)):
         assert fig.axes
         plt.close(fig)
+
+
+@pytest.mark.parametrize("spread,offset", [(1.0, 0.0), (30.0, 0.0), (300.0, 0.0), (2.0, 1000.0)])
+def test_log2_units_agree_with_float64_within_the_stated_bound(spread, offset, rng):
+    """Both fp32 weightings against exp in float64, the stated bound checked with large logits
+    too (an offset of 1000 with a spread of 2: the rounding of x log2(e) dominates)."""
+    x = torch.randn(257, generator=rng) * spread + offset
+    natural, base2, (rel, bound) = viz_triton.log2_unit_error(x)
+    exact = torch.exp(x.double() - x.double().max())
+    assert natural.dtype == base2.dtype == torch.float32
+    assert natural.max() == base2.max() == 1.0
+    live = exact > 1e-30                                 # fp32 underflows below that
+    assert (rel[live] <= bound[live]).all(), (rel[live] / bound[live]).max()
+    for w in (natural, base2):
+        err = (w.double() - exact).abs() / exact
+        assert (err[live] <= bound[live]).all(), (err[live] / bound[live]).max()

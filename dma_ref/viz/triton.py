@@ -155,16 +155,22 @@ def plot_diagonal_split(e: torch.Tensor, Q: int, block_m: int, lists: list[torch
 
 
 def log2_unit_error(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """For one row of logits ``x``: the fp32 weights ``exp(x - m)``, ``exp2(x log2(e) - m2)``
-    (the kernels' base-2 units) and a bound on their relative difference,
-    ``(|x - m| + 1) 2^-22``: rounding the exponent's argument (about ``|x - m|`` ulps of it)
-    plus the rounding of each exponential."""
+    """For one row of logits ``x`` ``[K]``: the fp32 weights ``exp(x - m)``, ``exp2(x log2(e) - m2)``
+    (the kernels' base-2 units) and float64 ``[2, K]``: their relative difference and a bound on
+    it, ``(|x| + |m| + 3 |x - m| + 4) 2^-24``.
+
+    The bound adds, in units of u = 2^-24: rounding ``x log2(e)`` and ``m log2(e)`` (``|x|`` and
+    ``|m|``: they are rounded at the size of x, not of x - m), the fp32 value of log2(e) and the
+    two subtractions (``|x - m|`` each), and one ulp (2u) for each exponential.
+    """
     x = x.float()
     natural = torch.exp(x - x.max())
     x2 = x * 1.4426950408889634
     base2 = torch.exp2(x2 - x2.max())
     rel = (base2.double() - natural.double()).abs() / natural.double()
-    bound = ((x - x.max()).abs().double() + 1) * 2.0**-22
+    xd = x.double()
+    m = xd.max()
+    bound = (xd.abs() + m.abs() + 3 * (xd - m).abs() + 4) * 2.0**-24
     return natural, base2, torch.stack([rel, bound])
 
 
@@ -181,7 +187,7 @@ def plot_log2_units(x: torch.Tensor):
     a.legend(fontsize=8)
     a.set_title("the same weights in base 2", fontsize=10)
     b.semilogy(np.maximum(rel.numpy(), 1e-10), "o", ms=4, label="relative difference (floor 1e-10)")
-    b.semilogy(bound.numpy(), "_", ms=10, color="#555555", label="(|x - m| + 1) 2^-22")
+    b.semilogy(bound.numpy(), "_", ms=10, color="#555555", label="(|x| + |m| + 3|x - m| + 4) 2^-24")
     b.set_xlabel("key")
     b.legend(fontsize=8)
     b.set_title("fp32: within the rounding of the exponent's argument", fontsize=10)
