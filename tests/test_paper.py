@@ -44,6 +44,28 @@ def test_seed_option_reaches_the_record(tmp_path):
     assert rec["seed"] == rec["config"]["seed"] == rec["recipe"]["seed"] == 3
 
 
+def test_methods_and_widths_pick_cells_that_resume_into_the_grid(tmp_path):
+    threads = torch.get_num_threads()
+    args = ["mqar", "--smoke", "--out", str(tmp_path), "--no-progress", "--no-figures",
+            "--threads", "1"]
+    try:
+        main([*args, "--methods", "dma,swa", "--widths", "16"])
+        part = json.loads((tmp_path / "mqar.json").read_text())
+        assert set(part["results"]) == {"dma", "swa"}
+        main([*args, "--resume"])
+    finally:
+        torch.set_num_threads(threads)
+    full = json.loads((tmp_path / "mqar.json").read_text())
+    assert set(full["results"]) == set(METHODS)
+    assert full["results"]["dma"] == part["results"]["dma"]            # kept, not retrained
+    with pytest.raises(SystemExit):
+        main([*args, "--methods", "dma,gqa"])
+    with pytest.raises(SystemExit):
+        main(["passkey", "--smoke", "--widths", "16"])
+    with pytest.raises(ValueError, match="widths"):
+        main([*args, "--widths", "64"])
+
+
 def test_passkey_batch(rng):
     x, y = passkey.passkey_batch(64, 30, digits=4, vocab_size=20, generator=rng, depth=0.5)
     start = round(0.5 * (30 - 10))

@@ -6,6 +6,8 @@
     python -m dma_ref.lab.paper all --smoke --out /tmp/paper   # a seconds-long slice (CI)
     python -m dma_ref.lab.paper all --figures-only               # redraw from the records
     python -m dma_ref.lab.paper mqar --seed 1 --out figures/paper/seed1   # another seed
+    python -m dma_ref.lab.paper mqar --seed 1 --out figures/paper/seed1 --methods dma --widths 64
+                                                 # some cells of it (--resume fills in the rest)
 
 Each experiment writes ``<name>.json`` (config, seed, versions, wall time, results per method)
 and its figures (``<name>*.png``) in ``--out`` (default ``figures/paper``).
@@ -21,11 +23,21 @@ from pathlib import Path
 import torch
 
 from . import mqar, passkey, perplexity
-from .records import PAPER_DIR, load_record
+from .records import METHODS, PAPER_DIR, load_record
 
 EXPERIMENTS = {"perplexity": perplexity, "passkey": passkey, "mqar": mqar}
 DEFAULTS = {"perplexity": perplexity.PerplexityConfig, "passkey": passkey.PasskeyConfig,
             "mqar": mqar.MQARGrid}
+
+
+def parse_methods(text: str) -> tuple[str, ...]:
+    """``"dma,nsa"`` -> ``("dma", "nsa")``; an unknown name is an error naming the known ones."""
+    names = tuple(t.strip() for t in text.split(",") if t.strip())
+    unknown = [n for n in names if n not in METHODS]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"unknown method(s) {unknown or text!r}: choose from "
+                                         f"{', '.join(METHODS)}")
+    return names
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -45,10 +57,16 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seed", type=int, default=None,
                    help="the seed of data and initialisation (default: each config's, 0); "
                         "write another seed's records into their own --out")
+    p.add_argument("--methods", type=parse_methods, default=METHODS,
+                   help=f"comma-separated, from {','.join(METHODS)} (default all)")
+    p.add_argument("--widths", type=lambda t: tuple(int(x) for x in t.split(",")), default=None,
+                   help="mqar only: train the cells of these model widths (e.g. 64)")
     p.add_argument("--no-figures", action="store_true")
     p.add_argument("--figures-only", action="store_true",
                    help="redraw the figures from the records in --out; train nothing")
     args = p.parse_args(argv)
+    if args.widths is not None and args.experiment != "mqar":
+        p.error("--widths applies to mqar only")
     if args.threads:
         torch.set_num_threads(args.threads)
     names = list(EXPERIMENTS) if args.experiment == "all" else [args.experiment]
@@ -60,7 +78,8 @@ def main(argv: list[str] | None = None) -> dict:
             cfg = replace(cfg, seed=args.seed)
         record = (load_record(name, args.out) if args.figures_only else
                   mod.run(cfg, out=args.out, resume=args.resume, progress=not args.no_progress,
-                          jobs=args.jobs, threads=args.threads))
+                          jobs=args.jobs, threads=args.threads, methods=args.methods,
+                          **({"widths": args.widths} if args.widths else {})))
         if not args.no_figures:
             from ...viz.paper import save_experiment_figures
             save_experiment_figures(name, record, args.out)

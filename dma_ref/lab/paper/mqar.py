@@ -76,13 +76,18 @@ def train_cell(grid: MQARGrid, cell: dict, progress: bool = False) -> dict:
 
 
 def run(grid: MQARGrid, *, methods=METHODS, out: Path | None = None, resume: bool = False,
-        progress: bool = True, jobs: int = 1, threads: int | None = None) -> dict:
-    """Train every cell (``jobs`` at a time, see ``jobs.map_runs``); ``results[attn][key] =
-    {"accuracy", "seq_len", "pairs", "window", "d_model", "params", "seconds", "curve"}``, saved
-    after each run."""
+        progress: bool = True, jobs: int = 1, threads: int | None = None,
+        widths: tuple[int, ...] | None = None) -> dict:
+    """Train every cell of ``methods`` (and of ``widths``, default all of the grid's), ``jobs``
+    at a time (see ``jobs.map_runs``); ``results[attn][key] = {"accuracy", "seq_len", "pairs",
+    "window", "d_model", "params", "seconds", "curve"}``, saved after each run. The record's
+    config is the whole grid: a run of some cells is resumed later into the full grid."""
     record = start_record("mqar", asdict(grid), grid.seed, out, resume)
-    record["recipe"] = asdict(train_config(grid, cells(grid, methods)[0]))
-    todo = [c for c in cells(grid, methods) if c["key"] not in record["results"].get(c["attn"], {})]
+    chosen = [c for c in cells(grid, methods) if widths is None or c["d_model"] in widths]
+    if not chosen:
+        raise ValueError(f"widths={widths}: the grid's widths are {grid.widths}")
+    record["recipe"] = asdict(train_config(grid, chosen[0]))
+    todo = [c for c in chosen if c["key"] not in record["results"].get(c["attn"], {})]
     todo.sort(key=cost, reverse=True)         # the longest runs first: the workers finish together
     return run_methods(record, train_cell, [(grid, c, progress and jobs == 1) for c in todo],
                        [(c["attn"], c["key"]) for c in todo], out=out, jobs=jobs, threads=threads,
