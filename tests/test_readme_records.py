@@ -122,3 +122,18 @@ def test_paper_mqar_table_matches_its_record():
         assert [int(x) for x in row[:4]] == [r["seq_len"], r["pairs"], r["window"], r["d_model"]]
         for printed, m in zip(row[4:], ("mha", "swa", "mla", "nsa", "dma"), strict=True):
             assert agrees(printed, r[m]), (row, m)
+
+
+def test_paper_mqar_second_seed_sentence_matches_its_record():
+    """The README's seed-1 DMA sentence: the four accuracies at w = P/2, in table order."""
+    from dma_ref.viz.paper import mqar_table
+
+    record = json.loads((FIGURES / "paper" / "seed1" / "mqar.json").read_text())
+    assert record["seed"] == 1
+    half = [r["dma"] for r in mqar_table(record) if r["d_model"] == 64 and r["window"] < r["pairs"]]
+    full = [r["dma"] for r in mqar_table(record) if r["d_model"] == 64 and r["window"] == r["pairs"]]
+    text = " ".join(README[README.index("A second seed for DMA"):].split("\n\n")[0].split())
+    printed = re.search(r"at w = P/2 it ends at ([\d.]+), ([\d.]+), ([\d.]+) and ([\d.]+)", text)
+    assert printed, text
+    assert len(half) == 4 and all(agrees(p, v) for p, v in zip(printed.groups(), half, strict=True))
+    assert "all four cells" in text and all(v >= 0.99 for v in full)

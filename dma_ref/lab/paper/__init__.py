@@ -9,6 +9,6 @@ parameters, FLOPs per token), ``fit`` (one training loop for token streams), ``p
 at the end; length x depth grid), ``mqar`` (the MQAR grid on the lab's recipe), ``__main__``.
 """
 
-from .records import METHODS, load_record
+from .records import METHODS, PAPER_DIR, load_record
 
-__all__ = ["METHODS", "load_record"]
+__all__ = ["METHODS", "PAPER_DIR", "load_record"]
