@@ -296,7 +296,7 @@ def bind_controls(controls: dict, render, state: dict, show: bool) -> None:
     An Image widget rather than an Output widget: while a notebook executes under nbclient (voila,
     nbconvert), output captured by an Output widget makes nbclient send a comm message on the
     shell channel while it awaits the cell's reply there, and voila then sometimes never sees the
-    reply: the page hangs at the widget cell (seen about one load in three on a busy 2-core CPU).
+    reply: the page hangs at the widget cell.
     """
     out = state["output"]
 
